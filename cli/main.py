@@ -1,0 +1,48 @@
+"""The ``autopgo`` command: parses arguments and hands each command to its module.
+
+Commands import what they need when they run, so that a quick command does not
+pay for loading the whole pipeline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from . import profiles
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="autopgo", description="Continuous profile-guided optimization for Go services."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    profiles.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - every failure is one line for the user
+        from profiling.errors import ConfigError, ProfileError
+
+        if isinstance(exc, (ProfileError, ConfigError, ValueError, OSError)):
+            message = str(exc) if not isinstance(exc, OSError) else _os_error(exc)
+            print(f"autopgo {args.command}: {message}", file=sys.stderr)
+            return 1
+        raise
+
+
+def _os_error(exc: OSError) -> str:
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Local profile commands: ``merge`` and ``inspect``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    merge = commands.add_parser(
+        "merge",
+        help="merge pprof profiles into one, as go tool pprof -proto does",
+        description="Merge pprof profiles (gzip or raw) into one gzip profile, optionally pruned "
+        "and trimmed for Go's PGO.",
+    )
+    merge.add_argument("inputs", nargs="+", metavar="INPUT", help="profile files ('-' for stdin)")
+    merge.add_argument("-o", "--output", required=True, help="where to write the merged profile")
+    merge.add_argument("--drop", help="prune frames whose function matches this regex")
+    merge.add_argument("--keep", help="with --drop: keep frames that match this regex")
+    merge.add_argument("--prune-config", metavar="FILE", help="YAML or JSON prune rules per app")
+    merge.add_argument("--app", help="with --prune-config: the app whose rules apply")
+    merge.add_argument("--trim", action="store_true", help="keep only what Go's PGO reads")
+    merge.add_argument(
+        "-j",
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes to decode and merge with (default: the number of CPUs)",
+    )
+    merge.set_defaults(run=run_merge)
+
+    inspect = commands.add_parser(
+        "inspect",
+        help="show a profile's sample types, sizes and hottest functions",
+        description="Show a profile's sample types, period, duration, sizes and top functions.",
+    )
+    inspect.add_argument("input", metavar="FILE", help="profile file ('-' for stdin)")
+    inspect.add_argument("-n", "--top", type=int, default=10, help="how many functions to list")
+    inspect.set_defaults(run=run_inspect)
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    from profiling.codec import encode
+    from profiling.fileio import atomic_write
+    from profiling.parallel import merge_files
+    from profiling.rules import PruneRule, apply_rules, load_prune_config
+
+    if args.keep and not args.drop:
+        raise ValueError("--keep needs --drop")
+    if bool(args.prune_config) != bool(args.app):
+        raise ValueError("--prune-config and --app go together")
+    rules: list[PruneRule] = []
+    if args.drop:
+        rules.append(PruneRule.of(args.drop, args.keep))
+    if args.prune_config:
+        rules.extend(load_prune_config(args.prune_config).get(args.app, ()))
+    if args.inputs.count("-") > 1:
+        raise ValueError("standard input can be read only once")
+
+    merged = merge_files(args.inputs, jobs=args.jobs)
+    merged = apply_rules(merged, rules)
+    if args.trim:
+        from profiling.trim import trim_for_pgo
+
+        merged = trim_for_pgo(merged)
+    atomic_write(args.output, encode(merged))
+    return 0
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    from profiling.fileio import read_profile
+    from profiling.summary import summarize
+
+    s = summarize(read_profile(args.input), top=args.top)
+    out = sys.stdout
+    out.write(f"Sample types: {', '.join(s.sample_types) or 'none'}\n")
+    out.write(f"Period:       {s.period}\n")
+    out.write(f"Duration:     {s.duration_seconds:.2f}s\n")
+    out.write(
+        f"Samples:      {s.samples}   Locations: {s.locations}   "
+        f"Functions: {s.functions}   Mappings: {s.mappings}\n"
+    )
+    if not s.top:
+        return 0
+    out.write(f"Top functions by flat {s.value_type} (total {s.total}):\n")
+    rows = [("flat", "flat%", "sum%", "cum", "cum%", "function")]
+    running = 0
+    for fc in s.top:
+        running += fc.flat
+        rows.append(
+            (str(fc.flat), _pct(fc.flat, s.total), _pct(running, s.total), str(fc.cum), _pct(fc.cum, s.total), fc.name)
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for r in rows:
+        out.write("  ".join(c.rjust(w) for c, w in zip(r[:5], widths)) + "  " + r[5] + "\n")
+    return 0
+
+
+def _pct(part: int, total: int) -> str:
+    return f"{100 * part / total:.2f}%" if total else "-"

@@ -1,0 +1,47 @@
+"""Reading profiles from files and writing files atomically."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from .codec import DEFAULT_MAX_DECOMPRESSED, decode
+from .errors import ProfileError
+from .model import Profile
+
+
+def read_bytes(path: str | Path) -> bytes:
+    """The contents of ``path``, or of standard input for ``-``."""
+    if str(path) == "-":
+        return sys.stdin.buffer.read()
+    return Path(path).read_bytes()
+
+
+def read_profile(path: str | Path, *, max_decompressed: int = DEFAULT_MAX_DECOMPRESSED) -> Profile:
+    """Decode the profile in ``path``; errors name the file."""
+    try:
+        return decode(read_bytes(path), max_decompressed=max_decompressed)
+    except ProfileError as exc:
+        raise ProfileError(f"{path}: {exc}") from None
+    except OSError as exc:
+        raise ProfileError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def atomic_write(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old or the new file, never a part."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
