@@ -44,28 +44,37 @@ def run_merge(args: argparse.Namespace) -> int:
     from profiling.codec import encode
     from profiling.fileio import atomic_write
     from profiling.parallel import merge_files
-    from profiling.rules import PruneRule, apply_rules, load_prune_config
 
     if args.keep and not args.drop:
         raise ValueError("--keep needs --drop")
     if bool(args.prune_config) != bool(args.app):
         raise ValueError("--prune-config and --app go together")
-    rules: list[PruneRule] = []
-    if args.drop:
-        rules.append(PruneRule.of(args.drop, args.keep))
-    if args.prune_config:
-        rules.extend(load_prune_config(args.prune_config).get(args.app, ()))
     if args.inputs.count("-") > 1:
         raise ValueError("standard input can be read only once")
+    rules = _prune_rules(args)
 
     merged = merge_files(args.inputs, jobs=args.jobs)
-    merged = apply_rules(merged, rules)
-    if args.trim:
+    if rules or args.trim:
+        from profiling.rules import apply_rules
+        from profiling.tables import to_profile
         from profiling.trim import trim_for_pgo
 
-        merged = trim_for_pgo(merged)
-    atomic_write(args.output, encode(merged))
+        profile = apply_rules(to_profile(merged), rules)
+        atomic_write(args.output, encode(trim_for_pgo(profile) if args.trim else profile))
+    else:
+        atomic_write(args.output, encode(merged))
     return 0
+
+
+def _prune_rules(args: argparse.Namespace) -> list:
+    if not (args.drop or args.prune_config):
+        return []
+    from profiling.rules import PruneRule, load_prune_config
+
+    rules = [PruneRule.of(args.drop, args.keep)] if args.drop else []
+    if args.prune_config:
+        rules.extend(load_prune_config(args.prune_config).get(args.app, ()))
+    return rules
 
 
 def run_inspect(args: argparse.Namespace) -> int:

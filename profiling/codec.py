@@ -10,33 +10,27 @@ A location naming an unknown mapping loses the mapping, as upstream does.
 
 from __future__ import annotations
 
-import gzip
 import zlib
-from collections.abc import Iterable, Sequence
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from itertools import accumulate, chain, count
 from operator import attrgetter
 
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
+from google.protobuf.unknown_fields import UnknownFieldSet
 
 from .errors import ProfileError
-from .model import (
-    Function,
-    Labels,
-    Location,
-    Mapping,
-    Profile,
-    Sample,
-    ValueType,
-    new_function,
-    new_line,
-    new_location,
-    new_sample,
-)
+from .model import Labels, Mapping, Profile, ValueType
+from .proto import columns_pb2 as cols
 from .proto import profile_pb2 as pb
-from .proto import scan_pb2
+from .tables import Header, ProfileTables, from_profile, to_profile
 
 DEFAULT_MAX_DECOMPRESSED = 512 << 20
+# Merged profiles are rewritten on every merge; level 1 deflates about three
+# times faster than the usual 6 for some 10% more bytes.
+DEFAULT_COMPRESSLEVEL = 1
+_INFLATE_STEP = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
-_CHUNK = 1 << 20
 
 _function_fields = attrgetter("id", "name", "system_name", "filename", "start_line")
 _location_fields = attrgetter("id", "mapping_id", "address", "line", "is_folded")
@@ -44,66 +38,92 @@ _line_fields = attrgetter("function_id", "line", "column")
 _sample_fields = attrgetter("location_id", "value", "label")
 
 
-def decompress(data: bytes, limit: int = DEFAULT_MAX_DECOMPRESSED) -> bytes:
+def decompress(data: bytes, limit: int = DEFAULT_MAX_DECOMPRESSED) -> bytes | bytearray:
     """Return ``data`` gunzipped (all members) if it is gzip, else as is.
 
     Stops with a ProfileError as soon as the output would exceed ``limit``
-    bytes, so a gzip bomb is never allocated.
+    bytes, so a gzip bomb costs at most ``limit`` bytes of memory (none when
+    its gzip trailer already states a larger size).
     """
     if not data.startswith(GZIP_MAGIC):
         if len(data) > limit:
             raise ProfileError(f"profile is larger than the limit of {limit} bytes")
         return data
+    too_large = f"decompressed profile is larger than the limit of {limit} bytes"
+    if len(data) >= 18 and int.from_bytes(data[-4:], "little") > limit:
+        raise ProfileError(too_large)  # the last member's own size (mod 4 GiB) is already too large
     out = bytearray()
     rest = data
     try:
         while rest:
             inflater = zlib.decompressobj(wbits=31)
-            chunk = inflater.decompress(rest, limit + 1 - len(out))
-            out += chunk
-            while inflater.unconsumed_tail and len(out) <= limit:
-                out += inflater.decompress(inflater.unconsumed_tail, limit + 1 - len(out))
-            if len(out) > limit:
-                raise ProfileError(f"decompressed profile is larger than the limit of {limit} bytes")
+            chunk = rest
+            while chunk and not inflater.eof:
+                out += inflater.decompress(chunk, _INFLATE_STEP)
+                if len(out) > limit:
+                    raise ProfileError(too_large)
+                chunk = inflater.unconsumed_tail
             if not inflater.eof:
                 raise ProfileError("decompressing profile: truncated gzip data")
             rest = inflater.unused_data
     except zlib.error as exc:
         raise ProfileError(f"decompressing profile: {exc}") from None
-    return bytes(out)
+    return out
 
 
 def decode(data: bytes, *, max_decompressed: int = DEFAULT_MAX_DECOMPRESSED) -> Profile:
     """Decode and validate a pprof profile, gzip-compressed or raw."""
+    return to_profile(decode_tables(data, max_decompressed=max_decompressed))
+
+
+def decode_tables(data: bytes, *, max_decompressed: int = DEFAULT_MAX_DECOMPRESSED) -> ProfileTables:
+    """Decode and validate a pprof profile into columns (see tables.py)."""
     raw = decompress(data, max_decompressed)
     if not raw:
         raise ProfileError("empty profile")
     try:
-        msg = pb.Profile.FromString(raw)
-        times = scan_pb2.TimeNanosScan.FromString(raw).time_nanos
+        typed = cols.ByteStringProfile.FromString(raw)
+        rows = cols.ProfileRows.FromString(raw)
     except DecodeError:
         raise ProfileError("not a pprof profile: invalid protobuf data") from None
-    if any(times[:-1]):
+    if any(rows.time_nanos[:-1]):
         raise ProfileError("concatenated profiles detected")
-    return _Decoder(msg).profile()
+    size = typed.ByteSize()
+    typed.DiscardUnknownFields()
+    if typed.ByteSize() != size:
+        _check_wire_types(cols.ByteStringProfile.FromString(raw))
+    return _Decoder(typed, rows).tables()
 
 
-def encode(profile: Profile, *, compresslevel: int = 6) -> bytes:
-    """Serialize ``profile`` to gzip-compressed protobuf, as ``go tool pprof`` writes it."""
-    return gzip.compress(encode_raw(profile), compresslevel=compresslevel, mtime=0)
+def encode(profile: Profile | ProfileTables, *, compresslevel: int = DEFAULT_COMPRESSLEVEL) -> bytes:
+    """Serialize a profile to gzip-compressed protobuf, as ``go tool pprof`` writes it."""
+    deflate = zlib.compressobj(compresslevel, zlib.DEFLATED, 31)  # 31: gzip framing
+    return deflate.compress(encode_raw(profile)) + deflate.flush()
 
 
-def encode_raw(profile: Profile) -> bytes:
-    """Serialize ``profile`` to uncompressed protobuf."""
-    return _to_message(profile).SerializeToString()
+def encode_raw(profile: Profile | ProfileTables) -> bytes:
+    """Serialize a profile to uncompressed protobuf."""
+    tables = profile if isinstance(profile, ProfileTables) else from_profile(profile)
+    return _to_message(tables).SerializeToString()
 
 
 class _Decoder:
-    """Turns one parsed protobuf message into a validated Profile."""
+    """Turns one parsed message into validated ProfileTables.
 
-    def __init__(self, msg: pb.Profile) -> None:
-        self.msg = msg
-        self.strings: list[str] = list(msg.string_table)
+    Functions and locations are read as columns: all rows of a table are
+    concatenated and parsed as one message whose repeated fields collect each
+    field of every row. That is exact when every row is in canonical form
+    (each field at most once, in order, zeros left out, as Go writes them),
+    which holds when the rows' bytes equal their re-serialization; and a
+    column lines up with the rows when every row set that field, or none did.
+    Otherwise the table is read row by row, which gives the same result more
+    slowly.
+    """
+
+    def __init__(self, typed: cols.ByteStringProfile, rows: cols.ProfileRows) -> None:
+        self.msg = typed
+        self.rows = rows
+        self.strings: list[str] = list(map(_text, typed.string_table))
         if not self.strings:
             raise ProfileError("malformed profile: empty string table")
         if self.strings[0] != "":
@@ -122,32 +142,29 @@ class _Decoder:
         if indices and (min(indices) < 0 or max(indices) >= len(strings)):
             bad = next(i for i in indices if not 0 <= i < len(strings))
             self.string(bad, what)
-        return [strings[i] for i in indices]
+        return list(map(strings.__getitem__, indices))
 
-    def profile(self) -> Profile:
+    def tables(self) -> ProfileTables:
         msg = self.msg
-        value_type = self.value_type
-        sample_types = [value_type(vt, "sample type") for vt in msg.sample_type]
-        mappings = self.mappings()
-        functions = self.functions()
-        locations = self.locations({m.id for m in mappings}, {f.id for f in functions})
-        samples = self.samples(len(sample_types), {loc.id for loc in locations})
-        return Profile(
+        t = ProfileTables()
+        sample_types = tuple(self.value_type(vt, "sample type") for vt in msg.sample_type)
+        t.header = Header(
             sample_types=sample_types,
-            samples=samples,
-            mappings=mappings,
-            locations=locations,
-            functions=functions,
-            drop_frames=self.string(msg.drop_frames, "drop_frames"),
-            keep_frames=self.string(msg.keep_frames, "keep_frames"),
+            period_type=self.value_type(msg.period_type, "period type"),
+            period=msg.period,
             time_nanos=msg.time_nanos,
             duration_nanos=msg.duration_nanos,
-            period_type=value_type(msg.period_type, "period type"),
-            period=msg.period,
-            comments=self.strings_at(list(msg.comment), "a comment"),
+            comments=tuple(self.strings_at(list(msg.comment), "a comment")),
+            drop_frames=self.string(msg.drop_frames, "drop_frames"),
+            keep_frames=self.string(msg.keep_frames, "keep_frames"),
             default_sample_type=self.string(msg.default_sample_type, "default_sample_type"),
             doc_url=self.string(msg.doc_url, "doc_url"),
         )
+        t.mappings = self.mappings()
+        self.functions(t)
+        self.locations(t)
+        self.samples(t, len(sample_types))
+        return t
 
     def value_type(self, vt: pb.ValueType, what: str) -> ValueType:
         return ValueType(self.string(vt.type, what), self.string(vt.unit, what))
@@ -172,73 +189,102 @@ class _Decoder:
         _check_ids([m.id for m in out], "mapping")
         return out
 
-    def functions(self) -> list[Function]:
-        rows = list(map(_function_fields, self.msg.function))
-        if not rows:
-            return []
-        ids, names, system_names, filenames, start_lines = zip(*rows)
+    def functions(self, t: ProfileTables) -> None:
+        raws = self.rows.function
+        n = len(raws)
+        if not n:
+            return
+        columns = None
+        if _canonical("function", raws, self.msg.function):
+            table = cols.FunctionColumns.FromString(b"".join(raws))
+            columns = _columns(n, table.id, table.name, table.system_name, table.filename, table.start_line)
+        if columns is None:
+            columns = [list(c) for c in zip(*map(_function_fields, self.msg.function))]
+        ids, names, system_names, filenames, start_lines = columns
         _check_ids(ids, "function")
-        return list(
-            map(
-                new_function,
-                zip(
-                    ids,
-                    self.strings_at(names, "a function name"),
-                    self.strings_at(system_names, "a function system name"),
-                    self.strings_at(filenames, "a function filename"),
-                    start_lines,
-                ),
-            )
-        )
+        t.function_ids = ids
+        t.function_names = self.strings_at(names, "a function name")
+        t.function_system_names = self.strings_at(system_names, "a function system name")
+        t.function_filenames = self.strings_at(filenames, "a function filename")
+        t.function_start_lines = start_lines
 
-    def locations(self, mapping_ids: set[int], function_ids: set[int]) -> list[Location]:
-        rows = list(map(_location_fields, self.msg.location))
-        if not rows:
-            return []
-        _check_ids([row[0] for row in rows], "location")
-        out = []
-        used_functions: set[int] = set()
-        for loc_id, mapping_id, address, lines, is_folded in rows:
-            line_rows = tuple(map(new_line, map(_line_fields, lines)))
-            used_functions.update([ln[0] for ln in line_rows])
-            if mapping_id and mapping_id not in mapping_ids:
-                mapping_id = 0  # google/pprof drops a reference to an unknown mapping
-            out.append(new_location((loc_id, mapping_id, address, line_rows, is_folded)))
-        unknown = used_functions - function_ids
+    def locations(self, t: ProfileTables) -> None:
+        raws = self.rows.location
+        if not raws:
+            return
+        canonical = _canonical("location", raws, self.msg.location)
+        if not (canonical and self._location_columns(t, raws)):
+            self._location_rows(t, self.msg.location)
+        _check_ids(t.location_ids, "location")
+        mapping_ids = {m.id for m in t.mappings}
+        if not mapping_ids.issuperset(t.location_mapping_ids):
+            # google/pprof drops a reference to an unknown mapping
+            t.location_mapping_ids = [m if m in mapping_ids else 0 for m in t.location_mapping_ids]
+        unknown = set(t.line_function_ids).difference(t.function_ids)
         if unknown:
             bad = min(unknown)
-            loc = next(loc for loc in out if any(ln.function_id == bad for ln in loc.lines))
+            line = t.line_function_ids.index(bad)
+            loc = next(i for i, end in enumerate(t.line_starts[1:]) if line < end)
+            loc_id = t.location_ids[loc]
             if bad == 0:
-                raise ProfileError(f"malformed profile: location {loc.id} has a line with no function")
-            raise ProfileError(f"malformed profile: location {loc.id} has a line with unknown function {bad}")
-        return out
+                raise ProfileError(f"malformed profile: location {loc_id} has a line with no function")
+            raise ProfileError(f"malformed profile: location {loc_id} has a line with unknown function {bad}")
 
-    def samples(self, n_types: int, location_ids: set[int]) -> list[Sample]:
-        rows = [
-            (tuple(locs), tuple(values), labels or None)
-            for locs, values, labels in map(_sample_fields, self.msg.sample)
-        ]
+    @staticmethod
+    def _location_columns(t: ProfileTables, raws: Sequence[bytes]) -> bool:
+        n = len(raws)
+        # An empty Line (field 4, length 0) after each location marks where its
+        # lines end; a real Line is never empty, as its function id is non-zero.
+        table = cols.LocationColumns.FromString(_LINE_END.join(raws))
+        columns = _columns(n, table.id, table.mapping_id, table.address)
+        entries = list(table.line)
+        ends = [i for i, entry in enumerate(entries) if not entry]
+        if columns is None or len(ends) != n - 1 or len(table.is_folded) not in (0, n):
+            return False
+        line_raws = [entry for entry in entries if entry]
+        m = len(line_raws)
+        lines = cols.LineColumns.FromString(b"".join(line_raws))
+        line_columns = _columns(m, lines.function_id, lines.line, lines.column)
+        if line_columns is None or (m and not all(line_columns[0])):
+            return False
+        t.location_ids, t.location_mapping_ids, t.location_addresses = columns
+        t.location_folded = list(table.is_folded) or [False] * n
+        ends.append(len(entries))
+        t.line_starts = [0, *(end - k for k, end in enumerate(ends))]
+        t.line_function_ids, t.line_numbers, t.line_columns = line_columns
+        return True
+
+    @staticmethod
+    def _location_rows(t: ProfileTables, locations: Iterable[pb.Location]) -> None:
+        rows = list(map(_location_fields, locations))
+        ids, mapping_ids, addresses, line_msgs, folded = map(list, zip(*rows))
+        t.location_ids, t.location_mapping_ids, t.location_addresses, t.location_folded = (
+            ids,
+            mapping_ids,
+            addresses,
+            folded,
+        )
+        lines = list(map(_line_fields, chain.from_iterable(line_msgs)))
+        t.line_starts = [0, *accumulate(map(len, line_msgs))]
+        t.line_function_ids = [ln[0] for ln in lines]
+        t.line_numbers = [ln[1] for ln in lines]
+        t.line_columns = [ln[2] for ln in lines]
+
+    def samples(self, t: ProfileTables, n_types: int) -> None:
+        rows = list(map(_sample_fields, self.msg.sample))
         if not rows:
-            return []
+            return
         if n_types == 0:
             raise ProfileError("malformed profile: missing sample type information")
-        for _, values, _ in rows:
-            if len(values) != n_types:
-                raise ProfileError(
-                    f"malformed profile: a sample has {len(values)} values for {n_types} sample types"
-                )
-        used: set[int] = set()
-        for locs, _, _ in rows:
-            used.update(locs)
-        unknown = used - location_ids
+        t.sample_location_ids = [tuple(locs) for locs, _, _ in rows]
+        t.sample_values = values = [tuple(v) for _, v, _ in rows]
+        if any(len(v) != n_types for v in values):
+            bad = next(len(v) for v in values if len(v) != n_types)
+            raise ProfileError(f"malformed profile: a sample has {bad} values for {n_types} sample types")
+        unknown = set(chain.from_iterable(t.sample_location_ids)).difference(t.location_ids)
         if unknown:
             raise ProfileError(f"malformed profile: a sample refers to unknown location {min(unknown)}")
-        labelled = [i for i, row in enumerate(rows) if row[2] is not None]
-        if labelled:
-            for i in labelled:
-                locs, values, labels = rows[i]
-                rows[i] = (locs, values, self.labels(labels))
-        return list(map(new_sample, rows))
+        t.sample_labels = [self.labels(labels) if labels else None for _, _, labels in rows]
 
     def labels(self, labels: Iterable[pb.Label]) -> Labels | None:
         """google/pprof's label decoding: str if set, else num if num or unit set, else dropped."""
@@ -266,6 +312,50 @@ class _Decoder:
         )
 
 
+_LINE_END = b"\x22\x00"
+
+
+def _text(s: bytes) -> str:
+    # google/pprof takes strings as bytes; keep any that are not UTF-8 as they are.
+    return s.decode("utf-8", "surrogateescape")
+
+
+def _canonical(field: str, raws: Sequence[bytes], typed_rows: Iterable[Message]) -> bool:
+    """Whether each row's bytes are exactly the re-serialization of its parsed form."""
+    as_sent = cols.ProfileRows(**{field: raws}).SerializeToString()
+    return as_sent == cols.ByteStringProfile(**{field: typed_rows}).SerializeToString()
+
+
+def _check_wire_types(msg: Message) -> None:
+    """Refuse a known field sent with the wrong wire type, as google/pprof's decoder does.
+
+    Protobuf keeps such a field as unknown; only called when a profile has unknown fields.
+    """
+    known = msg.DESCRIPTOR.fields_by_number
+    for field in UnknownFieldSet(msg):
+        if field.field_number in known:
+            name = f"{msg.DESCRIPTOR.name}.{known[field.field_number].name}"
+            raise ProfileError(f"malformed profile: field {name} has the wrong wire type")
+    for descriptor, value in msg.ListFields():
+        if descriptor.message_type is None:
+            continue
+        for child in [value] if isinstance(value, Message) else value:
+            _check_wire_types(child)
+
+
+def _columns(n: int, *fields: Sequence[int]) -> list[list[int]] | None:
+    """The fields as columns of ``n`` rows, or None if one does not line up."""
+    out = []
+    for f in fields:
+        if len(f) == n:
+            out.append(list(f))
+        elif not f:
+            out.append([0] * n)
+        else:
+            return None
+    return out
+
+
 def _check_ids(ids: Sequence[int], what: str) -> None:
     if 0 in ids:
         raise ProfileError(f"malformed profile: found {what} with reserved id 0")
@@ -275,33 +365,22 @@ def _check_ids(ids: Sequence[int], what: str) -> None:
         raise ProfileError(f"malformed profile: multiple {what}s with id {dup}")
 
 
-class _StringTable:
-    """Interns strings for encoding; index 0 is the empty string."""
-
-    def __init__(self) -> None:
-        self.index: dict[str, int] = {"": 0}
-
-    def __call__(self, s: str) -> int:
-        index = self.index
-        i = index.get(s)
-        if i is None:
-            i = index[s] = len(index)
-        return i
-
-
-def _to_message(p: Profile) -> pb.Profile:
-    """Build the protobuf message, interning strings in google/pprof's order."""
-    intern = _StringTable()
-    msg = pb.Profile()
-    for st in p.sample_types:
+def _to_message(t: ProfileTables) -> cols.ByteStringProfile:
+    """Build the protobuf message; strings are numbered in order of first use."""
+    strings: defaultdict[str, int] = defaultdict(count().__next__)
+    strings[""]  # index 0
+    intern = strings.__getitem__
+    h = t.header
+    msg = cols.ByteStringProfile()
+    for st in h.sample_types:
         msg.sample_type.add(type=intern(st.type), unit=intern(st.unit))
     add_sample = msg.sample.add
-    for s in p.samples:
-        if s.labels is None:
-            add_sample(location_id=s.location_ids, value=s.values)
+    for ids, values, labels in zip(t.sample_location_ids, t.sample_values, t.sample_labels):
+        if labels is None:
+            add_sample(location_id=ids, value=values)
         else:
-            add_sample(location_id=s.location_ids, value=s.values, label=_encode_labels(s.labels, intern))
-    for m in p.mappings:
+            add_sample(location_id=ids, value=values, label=_encode_labels(labels, intern))
+    for m in t.mappings:
         msg.mapping.add(
             id=m.id,
             memory_start=m.start,
@@ -314,40 +393,42 @@ def _to_message(p: Profile) -> pb.Profile:
             has_line_numbers=m.has_line_numbers,
             has_inline_frames=m.has_inline_frames,
         )
-    Line_ = pb.Line
+    new_line = pb.Line
+    lines = [
+        new_line(function_id=f, line=n, column=c)
+        for f, n, c in zip(t.line_function_ids, t.line_numbers, t.line_columns)
+    ]
+    starts = t.line_starts
     add_location = msg.location.add
-    for loc in p.locations:
-        add_location(
-            id=loc.id,
-            mapping_id=loc.mapping_id,
-            address=loc.address,
-            line=[Line_(function_id=f, line=n, column=c) for f, n, c in loc.lines],
-            is_folded=loc.is_folded,
-        )
+    for loc_id, mapping_id, address, folded, a, b in zip(
+        t.location_ids, t.location_mapping_ids, t.location_addresses, t.location_folded, starts, starts[1:]
+    ):
+        add_location(id=loc_id, mapping_id=mapping_id, address=address, line=lines[a:b], is_folded=folded)
     add_function = msg.function.add
-    for fn in p.functions:
-        add_function(
-            id=fn.id,
-            name=intern(fn.name),
-            system_name=intern(fn.system_name),
-            filename=intern(fn.filename),
-            start_line=fn.start_line,
-        )
-    msg.comment.extend([intern(c) for c in p.comments])
-    msg.drop_frames = intern(p.drop_frames)
-    msg.keep_frames = intern(p.keep_frames)
-    msg.time_nanos = p.time_nanos
-    msg.duration_nanos = p.duration_nanos
-    msg.period_type.type = intern(p.period_type.type)
-    msg.period_type.unit = intern(p.period_type.unit)
-    msg.period = p.period
-    msg.default_sample_type = intern(p.default_sample_type)
-    msg.doc_url = intern(p.doc_url)
-    msg.string_table.extend(intern.index)
+    for row in zip(
+        t.function_ids,
+        map(intern, t.function_names),
+        map(intern, t.function_system_names),
+        map(intern, t.function_filenames),
+        t.function_start_lines,
+    ):
+        fid, name, system_name, filename, start_line = row
+        add_function(id=fid, name=name, system_name=system_name, filename=filename, start_line=start_line)
+    msg.comment.extend(map(intern, h.comments))
+    msg.drop_frames = intern(h.drop_frames)
+    msg.keep_frames = intern(h.keep_frames)
+    msg.time_nanos = h.time_nanos
+    msg.duration_nanos = h.duration_nanos
+    msg.period_type.type = intern(h.period_type.type)
+    msg.period_type.unit = intern(h.period_type.unit)
+    msg.period = h.period
+    msg.default_sample_type = intern(h.default_sample_type)
+    msg.doc_url = intern(h.doc_url)
+    msg.string_table.extend([s.encode("utf-8", "surrogateescape") for s in strings])
     return msg
 
 
-def _encode_labels(labels: Labels, intern: _StringTable) -> list[pb.Label]:
+def _encode_labels(labels: Labels, intern: Callable[[str], int]) -> list[pb.Label]:
     out = []
     for key, values in labels.strings:
         k = intern(key)

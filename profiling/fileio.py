@@ -7,9 +7,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .codec import DEFAULT_MAX_DECOMPRESSED, decode
+from .codec import DEFAULT_MAX_DECOMPRESSED, decode_tables
 from .errors import ProfileError
 from .model import Profile
+from .tables import ProfileTables, to_profile
 
 
 def read_bytes(path: str | Path) -> bytes:
@@ -21,8 +22,13 @@ def read_bytes(path: str | Path) -> bytes:
 
 def read_profile(path: str | Path, *, max_decompressed: int = DEFAULT_MAX_DECOMPRESSED) -> Profile:
     """Decode the profile in ``path``; errors name the file."""
+    return to_profile(read_tables(path, max_decompressed=max_decompressed))
+
+
+def read_tables(path: str | Path, *, max_decompressed: int = DEFAULT_MAX_DECOMPRESSED) -> ProfileTables:
+    """Decode the profile in ``path`` into columns; errors name the file."""
     try:
-        return decode(read_bytes(path), max_decompressed=max_decompressed)
+        return decode_tables(read_bytes(path), max_decompressed=max_decompressed)
     except ProfileError as exc:
         raise ProfileError(f"{path}: {exc}") from None
     except OSError as exc:

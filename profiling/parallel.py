@@ -14,45 +14,52 @@ import pickle
 from collections.abc import Sequence
 from pathlib import Path
 
-from .codec import DEFAULT_MAX_DECOMPRESSED, decode, encode_raw
+from .codec import DEFAULT_MAX_DECOMPRESSED
 from .errors import ProfileError
-from .fileio import read_profile
-from .merge import Header, Merger
-from .model import Profile
+from .fileio import read_tables
+from .merge import Merger
+from .tables import Header, ProfileTables
 
 MIN_FILES_PER_JOB = 4
+PARENT_SHARE = 0.6
 
 
 def merge_files(
     paths: Sequence[str | Path], *, jobs: int = 1, max_decompressed: int = DEFAULT_MAX_DECOMPRESSED
-) -> Profile:
+) -> ProfileTables:
     """Merge the profiles in ``paths`` (in order) using up to ``jobs`` processes."""
     if not paths:
         raise ProfileError("no profiles to merge")
     jobs = max(1, min(jobs, len(paths) // MIN_FILES_PER_JOB))
     if jobs == 1 or not hasattr(os, "fork"):
-        merger = _merge_slice(paths, max_decompressed)
-        return merger.result()
+        return _merge_slice(paths, max_decompressed).result()
 
-    bounds = [len(paths) * i // jobs for i in range(jobs + 1)]
-    workers = [
-        _fork(paths[bounds[i] : bounds[i + 1]], max_decompressed) for i in range(1, jobs)
-    ]
+    bounds = _split(len(paths), jobs)
+    workers = [_fork(paths[bounds[i] : bounds[i + 1]], max_decompressed) for i in range(1, jobs)]
     try:
         merger = _merge_slice(paths[: bounds[1]], max_decompressed)
         for pid, fd in workers:
             headers, partial = _collect(pid, fd)
-            merger.add_partial(decode(partial), headers)
+            merger.add_partial(partial, headers)
     finally:
         for pid, fd in workers:
             _reap(pid, fd)
     return merger.result()
 
 
+def _split(n: int, jobs: int) -> list[int]:
+    """Slice bounds; the parent's first slice is smaller, as it also merges and encodes the result."""
+    first = round(n / jobs * PARENT_SHARE)
+    rest = n - first
+    return [0, *(first + rest * i // (jobs - 1) for i in range(jobs))]
+
+
+
+
 def _merge_slice(paths: Sequence[str | Path], max_decompressed: int) -> Merger:
     merger = Merger()
     for path in paths:
-        merger.add(read_profile(path, max_decompressed=max_decompressed), source=str(path))
+        merger.add(read_tables(path, max_decompressed=max_decompressed), source=str(path))
     return merger
 
 
@@ -64,8 +71,7 @@ def _fork(paths: Sequence[str | Path], max_decompressed: int) -> tuple[int, int]
         status = 0
         try:
             merger = _merge_slice(paths, max_decompressed)
-            partial = encode_raw(merger.result(compact=False))
-            payload = pickle.dumps(("ok", merger.headers.sources, partial))
+            payload = pickle.dumps(("ok", merger.headers.sources, merger.result_tables()), protocol=5)
         except ProfileError as exc:
             payload = pickle.dumps(("error", str(exc)))
         except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises
@@ -78,7 +84,7 @@ def _fork(paths: Sequence[str | Path], max_decompressed: int) -> tuple[int, int]
     return pid, read_fd
 
 
-def _collect(pid: int, fd: int) -> tuple[list[Header], bytes]:
+def _collect(pid: int, fd: int) -> tuple[list[Header], ProfileTables]:
     with os.fdopen(os.dup(fd), "rb") as f:
         data = f.read()
     try:

@@ -62,6 +62,8 @@ def load_prune_config(path: str | Path) -> dict[str, tuple[PruneRule, ...]]:
         data = yaml.safe_load(path.read_text())
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML or JSON: {_one_line(str(exc))}") from None
     try:

@@ -1,0 +1,328 @@
+"""The ``autopgo`` command (cli.main) run in-process on small hand-built profiles."""
+
+from __future__ import annotations
+
+import gzip
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cli.main import main
+from profiling.codec import decode, encode
+from profiling.model import Function, Line, Location, Mapping, Profile, Sample, ValueType
+
+AUTOPGO = Path(sys.executable).with_name("autopgo")
+
+
+def cpu_profile(*, start_line: int = 10, scale: int = 1) -> Profile:
+    """Two stacks: main.leaf (inlined in main.work) <- main.main, and runtime.mallocgc <- main.main."""
+    return Profile(
+        sample_types=[ValueType("samples", "count"), ValueType("cpu", "nanoseconds")],
+        samples=[
+            Sample((1, 2), (3 * scale, 30_000_000 * scale)),  # leaf <- work <- main
+            Sample((3, 2), (1 * scale, 10_000_000 * scale)),  # mallocgc <- main
+        ],
+        mappings=[Mapping(1, 0x400000, 0x800000, 0, "/bin/svc", "b1", True, True, True, True)],
+        locations=[
+            Location(1, 1, 0x401000, (Line(4, start_line + 31), Line(2, start_line + 21))),  # leaf inlined in work
+            Location(2, 1, 0x402000, (Line(1, start_line + 2),)),
+            Location(3, 1, 0x403000, (Line(3, start_line + 5),)),
+        ],
+        functions=[
+            Function(1, "main.main", "main.main", "main.go", start_line),
+            Function(2, "main.work", "main.work", "main.go", start_line + 20 if start_line else 0),
+            Function(3, "runtime.mallocgc", "runtime.mallocgc", "malloc.go", start_line + 1 if start_line else 0),
+            Function(4, "main.leaf", "main.leaf", "main.go", start_line + 30 if start_line else 0),
+        ],
+        time_nanos=1_700_000_000_000_000_000,
+        duration_nanos=10_000_000_000,
+        period_type=ValueType("cpu", "nanoseconds"),
+        period=10_000_000,
+    )
+
+
+def heap_profile() -> Profile:
+    p = cpu_profile()
+    p.sample_types = [ValueType("alloc_space", "bytes")]
+    p.samples = [Sample(s.location_ids, (s.values[0] * 1024,)) for s in p.samples]
+    p.period_type = ValueType("space", "bytes")
+    p.period = 524288
+    return p
+
+
+def write(path: Path, p: Profile) -> Path:
+    path.write_bytes(encode(p))
+    return path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code: int, err: str, command: str, *fragments: str) -> None:
+    assert code == 1
+    assert err.endswith("\n") and err.count("\n") == 1, repr(err)
+    assert err.startswith(f"autopgo {command}: "), err
+    for fragment in fragments:
+        assert fragment in err, f"{fragment!r} not in {err!r}"
+
+
+def stacks(p: Profile) -> list[tuple[tuple[str, ...], tuple[int, ...]]]:
+    """Each sample as (function names from leaf to root, values), sorted."""
+    functions, locations = p.functions_by_id(), p.locations_by_id()
+    return sorted(
+        (tuple(functions[ln.function_id].name for lid in s.location_ids for ln in locations[lid].lines), s.values)
+        for s in p.samples
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# merge
+
+
+def test_merge_writes_a_gzip_profile_that_decodes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = write(tmp_path / "a.pb.gz", cpu_profile())
+    b = write(tmp_path / "b.pb.gz", cpu_profile(scale=2))
+    out = tmp_path / "merged.pb.gz"
+    code, stdout, stderr = run(capsys, "merge", "-o", out, a, b, "-j", 1)
+    assert (code, stdout, stderr) == (0, "", "")
+    data = out.read_bytes()
+    assert data[:2] == b"\x1f\x8b"
+    merged = decode(gzip.decompress(data))
+    assert stacks(merged) == [
+        (("main.leaf", "main.work", "main.main"), (9, 90_000_000)),
+        (("runtime.mallocgc", "main.main"), (3, 30_000_000)),
+    ]
+    assert merged.duration_nanos == 20_000_000_000
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_merge_accepts_raw_protobuf_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    raw = tmp_path / "a.pb"
+    raw.write_bytes(gzip.decompress(encode(cpu_profile())))
+    out = tmp_path / "out.pb.gz"
+    assert run(capsys, "merge", "-o", out, raw)[0] == 0
+    assert stacks(decode(out.read_bytes())) == stacks(cpu_profile())
+
+
+def test_merge_in_parallel_matches_serial(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    inputs = [write(tmp_path / f"in{i}.pb.gz", cpu_profile(scale=i + 1)) for i in range(8)]
+    serial, parallel = tmp_path / "serial.pb.gz", tmp_path / "parallel.pb.gz"
+    assert run(capsys, "merge", "-o", serial, "-j", 1, *inputs)[0] == 0
+    assert run(capsys, "merge", "-o", parallel, "-j", 2, *inputs)[0] == 0
+    assert decode(parallel.read_bytes()) == decode(serial.read_bytes())
+    assert stacks(decode(serial.read_bytes()))[1] == (("runtime.mallocgc", "main.main"), (36, 360_000_000))
+
+
+def test_drop_that_matches_nothing_keeps_the_samples(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = write(tmp_path / "a.pb.gz", cpu_profile())
+    plain, dropped = tmp_path / "plain.pb.gz", tmp_path / "dropped.pb.gz"
+    assert run(capsys, "merge", "-o", plain, a)[0] == 0
+    assert run(capsys, "merge", "-o", dropped, "--drop", "^nothing\\.matches$", a)[0] == 0
+    assert stacks(decode(dropped.read_bytes())) == stacks(decode(plain.read_bytes())) == stacks(cpu_profile())
+
+
+@pytest.mark.parametrize(
+    ("drop", "expected"),
+    [
+        # main.work is the outer frame of location 1: the location goes, main.main is the new leaf.
+        ("^main\\.work$", [(("main.main",), (3, 30_000_000)), (("runtime.mallocgc", "main.main"), (1, 10_000_000))]),
+        # Only the inlined main.leaf matches: location 1 keeps its outer frame main.work.
+        (
+            "^main\\.leaf$",
+            [(("main.work", "main.main"), (3, 30_000_000)), (("runtime.mallocgc", "main.main"), (1, 10_000_000))],
+        ),
+    ],
+    ids=["outer-frame", "inlined-frame"],
+)
+def test_drop_prunes_matching_frames_and_their_callees(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], drop: str, expected: list
+) -> None:
+    a = write(tmp_path / "a.pb.gz", cpu_profile())
+    out = tmp_path / "out.pb.gz"
+    assert run(capsys, "merge", "-o", out, "--drop", drop, a)[0] == 0
+    assert stacks(decode(out.read_bytes())) == expected
+
+
+def test_drop_with_keep(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = write(tmp_path / "a.pb.gz", cpu_profile())
+    out = tmp_path / "out.pb.gz"
+    assert run(capsys, "merge", "-o", out, "--drop", "^(main\\.leaf|runtime\\.)", "--keep", "^main\\.", a)[0] == 0
+    assert stacks(decode(out.read_bytes())) == [
+        (("main.leaf", "main.work", "main.main"), (3, 30_000_000)),
+        (("main.main",), (1, 10_000_000)),
+    ]
+
+
+def test_prune_config_applies_the_apps_rules(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = write(tmp_path / "a.pb.gz", cpu_profile())
+    config = tmp_path / "prune.yaml"
+    config.write_text("- app: svc\n  rules:\n    - drop: ^runtime\\.\n- app: other\n  rules:\n    - drop: ^main\\.\n")
+    out = tmp_path / "out.pb.gz"
+    assert run(capsys, "merge", "-o", out, "--prune-config", config, "--app", "svc", a)[0] == 0
+    assert stacks(decode(out.read_bytes())) == [
+        (("main.leaf", "main.work", "main.main"), (3, 30_000_000)),
+        (("main.main",), (1, 10_000_000)),
+    ]
+    assert all(loc.lines for loc in decode(out.read_bytes()).locations)
+
+
+def test_keep_without_drop_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = write(tmp_path / "a.pb.gz", cpu_profile())
+    out = tmp_path / "out.pb.gz"
+    code, stdout, err = run(capsys, "merge", "-o", out, "--keep", "^main\\.", a)
+    assert_one_line_error(code, err, "merge", "--keep")
+    assert stdout == "" and not out.exists()
+
+
+@pytest.mark.parametrize("given", ["config-only", "app-only"])
+def test_prune_config_and_app_go_together(tmp_path: Path, capsys: pytest.CaptureFixture[str], given: str) -> None:
+    a = write(tmp_path / "a.pb.gz", cpu_profile())
+    config = tmp_path / "prune.yaml"
+    config.write_text("- app: svc\n")
+    out = tmp_path / "out.pb.gz"
+    extra = ["--prune-config", config] if given == "config-only" else ["--app", "svc"]
+    code, _, err = run(capsys, "merge", "-o", out, *extra, a)
+    assert_one_line_error(code, err, "merge", "--prune-config", "--app")
+    assert not out.exists()
+
+
+def test_bad_prune_config_names_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = write(tmp_path / "a.pb.gz", cpu_profile())
+    config = tmp_path / "prune.yaml"
+    config.write_text("- app: svc\n  rules:\n    - drop: '(unclosed'\n")
+    out = tmp_path / "out.pb.gz"
+    code, _, err = run(capsys, "merge", "-o", out, "--prune-config", config, "--app", "svc", a)
+    assert_one_line_error(code, err, "merge", str(config), "entry 1")
+    assert not out.exists()
+
+
+def test_bad_drop_regex_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = write(tmp_path / "a.pb.gz", cpu_profile())
+    out = tmp_path / "out.pb.gz"
+    code, _, err = run(capsys, "merge", "-o", out, "--drop", "(", a)
+    assert_one_line_error(code, err, "merge", "bad regular expression")
+    assert not out.exists()
+
+
+def test_missing_input_fails_naming_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = write(tmp_path / "a.pb.gz", cpu_profile())
+    missing = tmp_path / "nope.pb.gz"
+    out = tmp_path / "out.pb.gz"
+    code, stdout, err = run(capsys, "merge", "-o", out, a, missing)
+    assert_one_line_error(code, err, "merge", str(missing))
+    assert stdout == "" and not out.exists()
+
+
+@pytest.mark.parametrize("jobs", [1, 2], ids=["serial", "parallel"])
+def test_garbage_input_fails_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str], jobs: int) -> None:
+    inputs = [write(tmp_path / f"in{i}.pb.gz", cpu_profile()) for i in range(8)]
+    garbage = tmp_path / "garbage.pb.gz"
+    garbage.write_bytes(b"this is not a profile, just some text\n" * 4)
+    inputs[6] = garbage  # with -j 2 the second worker meets it
+    out = tmp_path / "out.pb.gz"
+    code, stdout, err = run(capsys, "merge", "-o", out, "-j", jobs, *inputs)
+    assert_one_line_error(code, err, "merge", str(garbage))
+    assert stdout == "" and not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
+
+
+def test_failure_leaves_an_existing_output_alone(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    garbage = tmp_path / "garbage.pb.gz"
+    garbage.write_bytes(b"\x1f\x8bnot really gzip")
+    out = tmp_path / "out.pb.gz"
+    out.write_bytes(b"previous")
+    code, _, err = run(capsys, "merge", "-o", out, garbage)
+    assert_one_line_error(code, err, "merge", str(garbage))
+    assert out.read_bytes() == b"previous"
+
+
+def test_incompatible_sample_types_fail(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = write(tmp_path / "cpu.pb.gz", cpu_profile())
+    b = write(tmp_path / "heap.pb.gz", heap_profile())
+    b2 = tmp_path / "heap2.pb.gz"
+    other = cpu_profile()
+    other.sample_types = [ValueType("samples", "count"), ValueType("wall", "nanoseconds")]
+    write(b2, other)
+    out = tmp_path / "out.pb.gz"
+    code, _, err = run(capsys, "merge", "-o", out, a, b2)
+    assert_one_line_error(code, err, "merge", "incompatible sample types")
+    assert not out.exists()
+    code, _, err = run(capsys, "merge", "-o", out, a, b)
+    assert_one_line_error(code, err, "merge", "incompatible")
+    assert not out.exists()
+
+
+def test_trim_keeps_what_pgo_needs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = write(tmp_path / "a.pb.gz", cpu_profile())
+    out = tmp_path / "out.pb.gz"
+    assert run(capsys, "merge", "-o", out, "--trim", a)[0] == 0
+    trimmed = decode(out.read_bytes())
+    assert trimmed.sample_types == [ValueType("samples", "count")]
+    assert trimmed.mappings == [] and all(s.labels is None for s in trimmed.samples)
+    names = {f.name for f in trimmed.functions}
+    assert {"main.work", "main.main"} <= names
+
+
+def test_trim_needs_start_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = write(tmp_path / "a.pb.gz", cpu_profile(start_line=0))
+    assert all(f.start_line == 0 for f in decode((tmp_path / "a.pb.gz").read_bytes()).functions)
+    out = tmp_path / "out.pb.gz"
+    code, _, err = run(capsys, "merge", "-o", out, "--trim", a)
+    assert_one_line_error(code, err, "merge", "start_line")
+    assert not out.exists()
+
+
+def test_trim_needs_a_cpu_profile(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = write(tmp_path / "heap.pb.gz", heap_profile())
+    out = tmp_path / "out.pb.gz"
+    code, _, err = run(capsys, "merge", "-o", out, "--trim", a)
+    assert_one_line_error(code, err, "merge", "samples/count")
+    assert not out.exists()
+
+
+# ----------------------------------------------------------------------------------------------
+# inspect
+
+
+def test_inspect_prints_types_counts_and_top(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = write(tmp_path / "a.pb.gz", cpu_profile())
+    code, out, err = run(capsys, "inspect", a)
+    assert (code, err) == (0, "")
+    assert "Sample types: samples/count, cpu/nanoseconds" in out
+    assert re.search(r"Duration:\s+10\.00s", out), out
+    assert re.search(r"Samples:\s+2\s+Locations: 3\s+Functions: 4\s+Mappings: 1", out), out
+    assert re.search(r"Top functions by flat cpu/nanoseconds \(total 40000000\)", out), out
+    rows = {line.split()[-1]: line.split()[:-1] for line in out.splitlines() if line.endswith(("main.leaf", "main.main"))}
+    # flat, flat%, sum%, cum, cum%
+    assert rows["main.leaf"] == ["30000000", "75.00%", "75.00%", "30000000", "75.00%"]
+    assert rows["main.main"][0] == "0" and rows["main.main"][3:] == ["40000000", "100.00%"]
+
+
+def test_inspect_top_n(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = write(tmp_path / "a.pb.gz", cpu_profile())
+    code, out, _ = run(capsys, "inspect", "-n", 1, a)
+    assert code == 0
+    table = out.split("Top functions", 1)[1].splitlines()[1:]
+    assert len(table) == 2 and table[1].endswith("main.leaf"), table
+
+
+def test_inspect_garbage_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    garbage = tmp_path / "garbage"
+    garbage.write_bytes(b"\x00\x01garbage")
+    code, out, err = run(capsys, "inspect", garbage)
+    assert_one_line_error(code, err, "inspect", str(garbage))
+    assert out == ""
+
+
+def test_console_script_inspect(tmp_path: Path) -> None:
+    a = write(tmp_path / "a.pb.gz", cpu_profile())
+    assert AUTOPGO.exists(), AUTOPGO
+    result = subprocess.run([str(AUTOPGO), "inspect", str(a)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "main.leaf" in result.stdout and result.stderr == ""
