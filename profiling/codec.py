@@ -13,7 +13,7 @@ from __future__ import annotations
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from itertools import accumulate, chain, count
+from itertools import accumulate, chain, count, repeat
 from operator import attrgetter
 
 from google.protobuf.message import DecodeError, Message
@@ -88,11 +88,12 @@ def decode_tables(data: bytes, *, max_decompressed: int = DEFAULT_MAX_DECOMPRESS
         raise ProfileError("not a pprof profile: invalid protobuf data") from None
     if any(rows.time_nanos[:-1]):
         raise ProfileError("concatenated profiles detected")
-    size = typed.ByteSize()
-    typed.DiscardUnknownFields()
-    if typed.ByteSize() != size:
-        _check_wire_types(cols.ByteStringProfile.FromString(raw))
-    return _Decoder(typed, rows).tables()
+    # A row's bytes are never shorter than its re-serialization and are exactly as
+    # long only when canonical (up to the order of its fields, which does not
+    # matter to columns). The two messages differ only in functions and
+    # locations being typed or bytes, so equal sizes mean every row is canonical.
+    canonical = typed.ByteSize() == rows.ByteSize()
+    return _Decoder(typed, rows, canonical).tables()
 
 
 def encode(profile: Profile | ProfileTables, *, compresslevel: int = DEFAULT_COMPRESSLEVEL) -> bytes:
@@ -112,18 +113,19 @@ class _Decoder:
 
     Functions and locations are read as columns: all rows of a table are
     concatenated and parsed as one message whose repeated fields collect each
-    field of every row. That is exact when every row is in canonical form
-    (each field at most once, in order, zeros left out, as Go writes them),
-    which holds when the rows' bytes equal their re-serialization; and a
-    column lines up with the rows when every row set that field, or none did.
+    field of every row. That is exact when every row is canonical (each field
+    at most once, zeros left out, shortest encodings, as Go writes them) and a
+    column lines up with the rows: every row set that field, or none did.
     Otherwise the table is read row by row, which gives the same result more
     slowly.
     """
 
-    def __init__(self, typed: cols.ByteStringProfile, rows: cols.ProfileRows) -> None:
+    def __init__(self, typed: cols.ByteStringProfile, rows: cols.ProfileRows, canonical: bool) -> None:
         self.msg = typed
         self.rows = rows
-        self.strings: list[str] = list(map(_text, typed.string_table))
+        self.canonical = canonical
+        # google/pprof takes strings as bytes; keep any that are not UTF-8 as they are.
+        self.strings: list[str] = list(map(bytes.decode, typed.string_table, _UTF8, _SURROGATES))
         if not self.strings:
             raise ProfileError("malformed profile: empty string table")
         if self.strings[0] != "":
@@ -146,6 +148,7 @@ class _Decoder:
 
     def tables(self) -> ProfileTables:
         msg = self.msg
+        _check_wire_types(chain([msg, msg.period_type], msg.sample_type, msg.mapping))
         t = ProfileTables()
         sample_types = tuple(self.value_type(vt, "sample type") for vt in msg.sample_type)
         t.header = Header(
@@ -195,10 +198,12 @@ class _Decoder:
         if not n:
             return
         columns = None
-        if _canonical("function", raws, self.msg.function):
+        if self.canonical:
             table = cols.FunctionColumns.FromString(b"".join(raws))
+            _check_wire_types([table])
             columns = _columns(n, table.id, table.name, table.system_name, table.filename, table.start_line)
         if columns is None:
+            _check_wire_types(self.msg.function)
             columns = [list(c) for c in zip(*map(_function_fields, self.msg.function))]
         ids, names, system_names, filenames, start_lines = columns
         _check_ids(ids, "function")
@@ -212,8 +217,7 @@ class _Decoder:
         raws = self.rows.location
         if not raws:
             return
-        canonical = _canonical("location", raws, self.msg.location)
-        if not (canonical and self._location_columns(t, raws)):
+        if not (self.canonical and self._location_columns(t, raws)):
             self._location_rows(t, self.msg.location)
         _check_ids(t.location_ids, "location")
         mapping_ids = {m.id for m in t.mappings}
@@ -236,6 +240,7 @@ class _Decoder:
         # An empty Line (field 4, length 0) after each location marks where its
         # lines end; a real Line is never empty, as its function id is non-zero.
         table = cols.LocationColumns.FromString(_LINE_END.join(raws))
+        _check_wire_types([table])
         columns = _columns(n, table.id, table.mapping_id, table.address)
         entries = list(table.line)
         ends = [i for i, entry in enumerate(entries) if not entry]
@@ -244,6 +249,7 @@ class _Decoder:
         line_raws = [entry for entry in entries if entry]
         m = len(line_raws)
         lines = cols.LineColumns.FromString(b"".join(line_raws))
+        _check_wire_types([lines])
         line_columns = _columns(m, lines.function_id, lines.line, lines.column)
         if line_columns is None or (m and not all(line_columns[0])):
             return False
@@ -255,7 +261,8 @@ class _Decoder:
         return True
 
     @staticmethod
-    def _location_rows(t: ProfileTables, locations: Iterable[pb.Location]) -> None:
+    def _location_rows(t: ProfileTables, locations: Sequence[pb.Location]) -> None:
+        _check_wire_types(chain(locations, chain.from_iterable(loc.line for loc in locations)))
         rows = list(map(_location_fields, locations))
         ids, mapping_ids, addresses, line_msgs, folded = map(list, zip(*rows))
         t.location_ids, t.location_mapping_ids, t.location_addresses, t.location_folded = (
@@ -274,6 +281,7 @@ class _Decoder:
         rows = list(map(_sample_fields, self.msg.sample))
         if not rows:
             return
+        _check_wire_types(self.msg.sample)
         if n_types == 0:
             raise ProfileError("malformed profile: missing sample type information")
         t.sample_location_ids = [tuple(locs) for locs, _, _ in rows]
@@ -284,6 +292,9 @@ class _Decoder:
         unknown = set(chain.from_iterable(t.sample_location_ids)).difference(t.location_ids)
         if unknown:
             raise ProfileError(f"malformed profile: a sample refers to unknown location {min(unknown)}")
+        labelled = [labels for _, _, labels in rows if labels]
+        if labelled:
+            _check_wire_types(chain.from_iterable(labelled))
         t.sample_labels = [self.labels(labels) if labels else None for _, _, labels in rows]
 
     def labels(self, labels: Iterable[pb.Label]) -> Labels | None:
@@ -313,34 +324,23 @@ class _Decoder:
 
 
 _LINE_END = b"\x22\x00"
+_UTF8 = repeat("utf-8")
+_SURROGATES = repeat("surrogateescape")
 
 
-def _text(s: bytes) -> str:
-    # google/pprof takes strings as bytes; keep any that are not UTF-8 as they are.
-    return s.decode("utf-8", "surrogateescape")
-
-
-def _canonical(field: str, raws: Sequence[bytes], typed_rows: Iterable[Message]) -> bool:
-    """Whether each row's bytes are exactly the re-serialization of its parsed form."""
-    as_sent = cols.ProfileRows(**{field: raws}).SerializeToString()
-    return as_sent == cols.ByteStringProfile(**{field: typed_rows}).SerializeToString()
-
-
-def _check_wire_types(msg: Message) -> None:
+def _check_wire_types(messages: Iterable[Message]) -> None:
     """Refuse a known field sent with the wrong wire type, as google/pprof's decoder does.
 
-    Protobuf keeps such a field as unknown; only called when a profile has unknown fields.
+    Protobuf keeps such a field among the unknown fields of its message.
     """
-    known = msg.DESCRIPTOR.fields_by_number
-    for field in UnknownFieldSet(msg):
-        if field.field_number in known:
-            name = f"{msg.DESCRIPTOR.name}.{known[field.field_number].name}"
-            raise ProfileError(f"malformed profile: field {name} has the wrong wire type")
-    for descriptor, value in msg.ListFields():
-        if descriptor.message_type is None:
-            continue
-        for child in [value] if isinstance(value, Message) else value:
-            _check_wire_types(child)
+    for msg in messages:
+        unknown = UnknownFieldSet(msg)
+        if len(unknown):
+            known = msg.DESCRIPTOR.fields_by_number
+            for field in unknown:
+                if field.field_number in known:
+                    name = f"{msg.DESCRIPTOR.name}.{known[field.field_number].name}"
+                    raise ProfileError(f"malformed profile: field {name} has the wrong wire type")
 
 
 def _columns(n: int, *fields: Sequence[int]) -> list[list[int]] | None:
