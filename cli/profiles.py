@@ -25,9 +25,10 @@ def register(commands: argparse._SubParsersAction) -> None:
         "-j",
         "--jobs",
         type=int,
-        default=os.cpu_count() or 1,
-        help="processes to decode and merge with (default: the number of CPUs)",
+        default=_usable_cpus(),
+        help="processes that decode inputs (default: the CPUs this process may use)",
     )
+    _add_limit(merge)
     merge.set_defaults(run=run_merge)
 
     inspect = commands.add_parser(
@@ -37,7 +38,24 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     inspect.add_argument("input", metavar="FILE", help="profile file ('-' for stdin)")
     inspect.add_argument("-n", "--top", type=int, default=10, help="how many functions to list")
+    _add_limit(inspect)
     inspect.set_defaults(run=run_inspect)
+
+
+def _add_limit(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-decompressed",
+        type=int,
+        default=512 << 20,
+        metavar="BYTES",
+        help="refuse a profile larger than this once decompressed (default 512 MiB)",
+    )
+
+
+def _usable_cpus() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
 
 
 def run_merge(args: argparse.Namespace) -> int:
@@ -53,7 +71,7 @@ def run_merge(args: argparse.Namespace) -> int:
         raise ValueError("standard input can be read only once")
     rules = _prune_rules(args)
 
-    merged = merge_files(args.inputs, jobs=args.jobs)
+    merged = merge_files(args.inputs, jobs=args.jobs, max_decompressed=args.max_decompressed)
     if rules or args.trim:
         from profiling.rules import apply_rules
         from profiling.tables import to_profile
@@ -81,7 +99,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     from profiling.fileio import read_profile
     from profiling.summary import summarize
 
-    s = summarize(read_profile(args.input), top=args.top)
+    s = summarize(read_profile(args.input, max_decompressed=args.max_decompressed), top=args.top)
     out = sys.stdout
     out.write(f"Sample types: {', '.join(s.sample_types) or 'none'}\n")
     out.write(f"Period:       {s.period}\n")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from .codec import DEFAULT_MAX_DECOMPRESSED, decode_tables
@@ -38,7 +37,8 @@ def read_tables(path: str | Path, *, max_decompressed: int = DEFAULT_MAX_DECOMPR
 def atomic_write(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old or the new file, never a part."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{os.urandom(6).hex()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

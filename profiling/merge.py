@@ -68,7 +68,7 @@ class _HeaderFold:
     """Combines headers in source order with upstream's rules."""
 
     def __init__(self) -> None:
-        self.sources: list[Header] = []
+        self.first: Header | None = None
         self.time_nanos = 0
         self.duration_nanos = 0
         self.period = 0
@@ -77,9 +77,10 @@ class _HeaderFold:
         self.doc_url = ""
 
     def add(self, h: Header, source: str) -> None:
-        if self.sources:
-            _check_compatible(self.sources[0], h, source)
-        self.sources.append(h)
+        if self.first is None:
+            self.first = h
+        else:
+            _check_compatible(self.first, h, source)
         if self.time_nanos == 0 or h.time_nanos < self.time_nanos:
             self.time_nanos = h.time_nanos
         self.duration_nanos += h.duration_nanos
@@ -92,7 +93,8 @@ class _HeaderFold:
             self.doc_url = h.doc_url
 
     def header(self) -> Header:
-        first = self.sources[0]
+        first = self.first
+        assert first is not None
         return Header(
             sample_types=first.sample_types,
             period_type=first.period_type,
@@ -120,12 +122,7 @@ def _check_compatible(first: Header, h: Header, source: str) -> None:
 
 
 class Merger:
-    """Accumulates profiles one at a time; ``result`` gives the merged profile.
-
-    ``add_partial`` takes another Merger's ``result_tables(compact=False)``
-    with that Merger's ``headers.sources``: merging is associative in that
-    form, which lets workers merge slices of the inputs in parallel.
-    """
+    """Accumulates profiles one at a time; ``result`` gives the merged profile."""
 
     def __init__(self) -> None:
         self.headers = _HeaderFold()
@@ -145,11 +142,6 @@ class Merger:
 
     def add(self, t: ProfileTables, source: str = "") -> None:
         self.headers.add(t.header, source)
-        self._add_body(t)
-
-    def add_partial(self, t: ProfileTables, headers: Sequence[Header], source: str = "") -> None:
-        for h in headers:
-            self.headers.add(h, source)
         self._add_body(t)
 
     def _intern_mapping(self, m: Mapping) -> int:
@@ -248,8 +240,8 @@ class Merger:
         return tables
 
     def result_tables(self) -> ProfileTables:
-        """The merged profile as tables, keeping samples whose values cancelled out."""
-        if not self.headers.sources:
+        """The merged profile as tables, before dropping samples whose values cancelled out."""
+        if self.headers.first is None:
             raise ProfileError("no profiles to merge")
         t = ProfileTables(header=self.headers.header())
 

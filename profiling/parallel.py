@@ -1,9 +1,9 @@
 """Merging many profile files on several cores.
 
-Each worker process decodes and merges a contiguous slice of the inputs; the
-parent merges the first slice itself and then folds in each worker's
-uncompacted result with the headers of the sources behind it. ``Merger``
-guarantees that this gives the same profile as merging every input in order.
+Decoding is the larger part of merging a profile, and it is independent per
+file, so forked workers decode most of the files and stream the decoded
+tables back through pipes, while the parent decodes a few itself and merges
+every profile in input order. The result is the same as merging serially.
 Workers are forked, so this is for single-threaded callers such as the CLI.
 """
 
@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 from collections.abc import Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from .codec import DEFAULT_MAX_DECOMPRESSED
 from .errors import ProfileError
 from .fileio import read_tables
 from .merge import Merger
-from .tables import Header, ProfileTables
+from .tables import ProfileTables
 
 MIN_FILES_PER_JOB = 4
-PARENT_SHARE = 0.6
+# The parent decodes one file in this many: merging costs it about as much as
+# decoding costs a worker, so it keeps few decodes for itself.
+PARENT_DECODES_ONE_IN = 6
 
 
 def merge_files(
@@ -31,79 +35,78 @@ def merge_files(
     if not paths:
         raise ProfileError("no profiles to merge")
     jobs = max(1, min(jobs, len(paths) // MIN_FILES_PER_JOB))
+    merger = Merger()
     if jobs == 1 or not hasattr(os, "fork"):
-        return _merge_slice(paths, max_decompressed).result()
+        for path in paths:
+            merger.add(read_tables(path, max_decompressed=max_decompressed), source=str(path))
+        return merger.result()
 
-    bounds = _split(len(paths), jobs)
-    workers = [_fork(paths[bounds[i] : bounds[i + 1]], max_decompressed) for i in range(1, jobs)]
+    others = [i for i in range(len(paths)) if i % PARENT_DECODES_ONE_IN]
+    shares = [others[w :: jobs - 1] for w in range(jobs - 1)]
+    workers = [_Worker([paths[i] for i in share], max_decompressed) for share in shares]
+    worker_of = {i: workers[w] for w, share in enumerate(shares) for i in share}
+    finished = False
     try:
-        merger = _merge_slice(paths[: bounds[1]], max_decompressed)
-        for pid, fd in workers:
-            headers, partial = _collect(pid, fd)
-            merger.add_partial(partial, headers)
+        for i, path in enumerate(paths):
+            worker = worker_of.get(i)
+            if worker is None:
+                tables = read_tables(path, max_decompressed=max_decompressed)
+            else:
+                tables = worker.receive()
+            merger.add(tables, source=str(path))
+        finished = True
     finally:
-        for pid, fd in workers:
-            _reap(pid, fd)
+        for worker in workers:
+            worker.stop(kill=not finished)
     return merger.result()
 
 
-def _split(n: int, jobs: int) -> list[int]:
-    """Slice bounds; the parent's first slice is smaller, as it also merges and encodes the result."""
-    first = round(n / jobs * PARENT_SHARE)
-    rest = n - first
-    return [0, *(first + rest * i // (jobs - 1) for i in range(jobs))]
+class _Worker:
+    """A forked process that decodes ``paths`` in order and sends each result down a pipe."""
 
+    def __init__(self, paths: Sequence[str | Path], max_decompressed: int) -> None:
+        read_fd, write_fd = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:
+            os.close(read_fd)
+            with os.fdopen(write_fd, "wb") as out:
+                _decode_all(paths, max_decompressed, out)
+            os._exit(0)
+        os.close(write_fd)
+        self.stream: BinaryIO = os.fdopen(read_fd, "rb")
 
-
-
-def _merge_slice(paths: Sequence[str | Path], max_decompressed: int) -> Merger:
-    merger = Merger()
-    for path in paths:
-        merger.add(read_tables(path, max_decompressed=max_decompressed), source=str(path))
-    return merger
-
-
-def _fork(paths: Sequence[str | Path], max_decompressed: int) -> tuple[int, int]:
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # worker
-        os.close(read_fd)
-        status = 0
+    def receive(self) -> ProfileTables:
         try:
-            merger = _merge_slice(paths, max_decompressed)
-            payload = pickle.dumps(("ok", merger.headers.sources, merger.result_tables()), protocol=5)
-        except ProfileError as exc:
-            payload = pickle.dumps(("error", str(exc)))
-        except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises
-            payload = pickle.dumps(("crash", f"{type(exc).__name__}: {exc}"))
-            status = 1
-        with os.fdopen(write_fd, "wb") as out:
-            out.write(payload)
-        os._exit(status)
-    os.close(write_fd)
-    return pid, read_fd
+            kind, value = pickle.load(self.stream)
+        except (EOFError, pickle.UnpicklingError):
+            raise RuntimeError(f"merge worker {self.pid} exited without a result") from None
+        if kind == "error":
+            raise ProfileError(value)
+        if kind == "crash":
+            raise RuntimeError(f"merge worker {self.pid} failed: {value}")
+        return value
+
+    def stop(self, kill: bool) -> None:
+        self.stream.close()
+        try:
+            if kill:
+                os.kill(self.pid, signal.SIGTERM)
+            os.waitpid(self.pid, 0)
+        except (ChildProcessError, ProcessLookupError):
+            pass
 
 
-def _collect(pid: int, fd: int) -> tuple[list[Header], ProfileTables]:
-    with os.fdopen(os.dup(fd), "rb") as f:
-        data = f.read()
+def _decode_all(paths: Sequence[str | Path], max_decompressed: int, out: BinaryIO) -> None:
     try:
-        kind, *rest = pickle.loads(data)
-    except Exception:
-        raise ProfileError(f"merge worker {pid} exited without a result") from None
-    if kind == "ok":
-        return rest[0], rest[1]
-    if kind == "error":
-        raise ProfileError(rest[0])
-    raise RuntimeError(f"merge worker {pid} failed: {rest[0]}")
-
-
-def _reap(pid: int, fd: int) -> None:
-    try:
-        os.close(fd)
-    except OSError:
-        pass
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
+        for path in paths:
+            try:
+                message: tuple = ("ok", read_tables(path, max_decompressed=max_decompressed))
+            except ProfileError as exc:
+                message = ("error", str(exc))
+            pickle.dump(message, out, protocol=pickle.HIGHEST_PROTOCOL)
+            if message[0] == "error":
+                return
+    except BrokenPipeError:
+        pass  # the parent stopped reading
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises
+        pickle.dump(("crash", f"{type(exc).__name__}: {exc}"), out)
