@@ -10,3 +10,29 @@ class ProfileError(ValueError):
 
 class ConfigError(ValueError):
     """A configuration file or value that cannot be used; the message names where."""
+
+
+class BlobNotFoundError(LookupError):
+    """No object is stored under the key."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+    def __str__(self) -> str:
+        return f"no object at {self.key!r}"
+
+
+class PreconditionFailedError(Exception):
+    """A conditional write lost a race: the object exists (create-only) or changed (replace)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+    def __str__(self) -> str:
+        return f"object at {self.key!r} changed concurrently"
+
+
+class BlobStoreError(Exception):
+    """The blob store failed or is unreachable; the message says which and why."""

@@ -20,3 +20,51 @@ def check_app_name(app: str) -> str:
             f"invalid app name {app!r}: use 1 to {MAX_APP_NAME} characters of a-z, 0-9 and '-'"
         )
     return app
+
+
+# Key layout in the blob store, per app:
+#   <app>/default.pgo                                   the merged profile
+#   <app>/staging/<20-digit ns time>-<16 hex>.pb.gz     uploads waiting to be merged
+#   <app>/rejected/<staged name>                        uploads that could not be merged
+MERGED_NAME = "default.pgo"
+STAGING = "staging"
+REJECTED = "rejected"
+
+
+def app_prefix(app: str) -> str:
+    return f"{check_app_name(app)}/"
+
+
+def merged_key(app: str) -> str:
+    return f"{check_app_name(app)}/{MERGED_NAME}"
+
+
+def staging_prefix(app: str) -> str:
+    return f"{check_app_name(app)}/{STAGING}/"
+
+
+def rejected_prefix(app: str) -> str:
+    return f"{check_app_name(app)}/{REJECTED}/"
+
+
+def new_staging_key(app: str, now_ns: int | None = None) -> str:
+    """A fresh staging key; keys sort by upload time and never collide.
+
+    The random suffix keeps keys unique even for uploads in the same nanosecond.
+    """
+    import secrets
+    import time
+
+    stamp = time.time_ns() if now_ns is None else now_ns
+    return f"{staging_prefix(app)}{stamp:020d}-{secrets.token_hex(8)}.pb.gz"
+
+
+def app_of(key: str) -> str | None:
+    """The app a key belongs to, or None if the key is not in the layout."""
+    app, sep, _ = key.partition("/")
+    return app if sep and is_valid_app_name(app) else None
+
+
+def is_merged_key(key: str) -> bool:
+    app = app_of(key)
+    return app is not None and key == f"{app}/{MERGED_NAME}"
