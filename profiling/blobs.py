@@ -54,7 +54,12 @@ class BlobStore(Protocol):
         ...
 
     def list(self, prefix: str = "") -> Iterator[BlobInfo]:
-        """Objects whose key starts with ``prefix``, in key order."""
+        """Objects whose key starts with ``prefix``.
+
+        In key order, except that some S3-compatible servers list a key whose
+        next character sorts before '/' out of place; callers that need a
+        strict order sort.
+        """
         ...
 
     def check(self) -> None:

@@ -1,0 +1,193 @@
+"""Choosing a blob store by URL, and the key rules every store enforces.
+
+``open_store(url)`` returns a ``BlobStore`` (see ``blobs.py``):
+
+* ``file:///abs/path`` or a plain path (relative paths resolve against the
+  current directory): a ``FileStore`` rooted there, the embedded default;
+* ``s3://bucket/optional/prefix?endpoint=http://host:port&region=...``: an
+  ``S3Store``; credentials come from the standard AWS chain (environment,
+  shared files, instance roles), never from the URL.
+
+The store modules are imported only when a URL asks for them, so a filesystem
+user never pays for importing boto3.
+
+Keys are checked the same way by every store, so code that works against one
+works against the other: see ``check_key``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+if TYPE_CHECKING:
+    from profiling.blobs import BlobStore
+
+MAX_KEY_BYTES = 1024  # the S3 limit, applied everywhere for parity
+# Segments starting with this are the stores' own (temporary and lock files).
+RESERVED_SEGMENT_PREFIX = ".autopgo-"
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_S3_PARAMS = frozenset({"endpoint", "region"})
+
+
+def _segment_problem(segment: str) -> str | None:
+    """Why ``segment`` cannot be one ``/``-separated part of a key, or None."""
+    if segment == "":
+        return "empty path segment"
+    if segment in (".", ".."):
+        return f"{segment!r} path segment"
+    if segment.startswith(RESERVED_SEGMENT_PREFIX):
+        return f"segment starting with {RESERVED_SEGMENT_PREFIX!r} is reserved"
+    return None
+
+
+def _char_problem(text: str) -> str | None:
+    if "\x00" in text:
+        return "NUL character"
+    if "\\" in text:
+        return "backslash"
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "not valid Unicode text"
+    if size > MAX_KEY_BYTES:
+        return f"longer than {MAX_KEY_BYTES} bytes"
+    return None
+
+
+def check_key(key: str) -> str:
+    """Return ``key`` if it is a valid blob key, else raise ValueError saying why.
+
+    A key is a relative ``/``-separated path: not empty, no leading or trailing
+    ``/``, no empty, ``.`` or ``..`` segments, no NUL or backslash, at most
+    1024 UTF-8 bytes, and no segment starting with ``.autopgo-`` (reserved for
+    the stores' temporary and lock files). These rules keep a key from ever
+    naming something outside a FileStore's root, and S3 keys the same shape.
+    """
+    if not isinstance(key, str):
+        raise ValueError(f"invalid key {key!r}: not a string")
+    if key == "":
+        raise ValueError("invalid key '': empty")
+    problem = _char_problem(key)
+    if problem is None and key.startswith("/"):
+        problem = "absolute path"
+    if problem is None and key.endswith("/"):
+        problem = "ends with '/'"
+    if problem is None:
+        problem = next(filter(None, map(_segment_problem, key.split("/"))), None)
+    if problem is not None:
+        raise ValueError(f"invalid key {key!r}: {problem}")
+    return key
+
+
+def check_prefix(prefix: str) -> str:
+    """Return ``prefix`` if some valid key could start with it, else raise ValueError.
+
+    Every complete segment (before the last ``/``) must be a valid key segment;
+    the trailing partial segment may be anything without NUL or backslash.
+    """
+    if not isinstance(prefix, str):
+        raise ValueError(f"invalid prefix {prefix!r}: not a string")
+    if prefix == "":
+        return prefix
+    problem = _char_problem(prefix)
+    if problem is None and prefix.startswith("/"):
+        problem = "absolute path"
+    if problem is None:
+        problem = next(filter(None, map(_segment_problem, prefix.split("/")[:-1])), None)
+    if problem is not None:
+        raise ValueError(f"invalid prefix {prefix!r}: {problem}")
+    return prefix
+
+
+def _bad_url(url: str, why: str) -> ValueError:
+    return ValueError(f"invalid blob store URL {url!r}: {why}")
+
+
+def open_store(url: str) -> BlobStore:
+    """The blob store a URL names (see the module docstring); ValueError if it names none.
+
+    Opening does no I/O: use ``store.check()`` to find out whether it works.
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise _bad_url(str(url), "empty")
+    match = _SCHEME.match(url)
+    scheme = match.group(1).lower() if match else ""
+    if not match or (scheme not in ("file", "s3") and "://" not in url):
+        # No scheme (or a colon that is just part of a file name): a plain path.
+        from profiling.filestore import FileStore
+
+        return FileStore(Path(url).expanduser().absolute())
+    if scheme == "file":
+        return _open_file_url(url)
+    if scheme == "s3":
+        return _open_s3_url(url)
+    raise _bad_url(url, f"unknown scheme {scheme!r} (use file:// or s3://, or a plain path)")
+
+
+def _open_file_url(url: str) -> BlobStore:
+    parts = urlsplit(url)
+    if not url.lower().startswith("file://"):
+        raise _bad_url(url, "a file URL looks like file:///absolute/path")
+    if parts.netloc not in ("", "localhost"):
+        raise _bad_url(url, f"file URLs cannot name a host ({parts.netloc!r})")
+    if parts.query or parts.fragment:
+        raise _bad_url(url, "file URLs take no query parameters or fragment")
+    path = unquote(parts.path)
+    if not path.startswith("/"):
+        raise _bad_url(url, "a file URL needs an absolute path")
+    if "\x00" in path:
+        raise _bad_url(url, "NUL character in path")
+    from profiling.filestore import FileStore
+
+    return FileStore(Path(path))
+
+
+def _open_s3_url(url: str) -> BlobStore:
+    parts = urlsplit(url)
+    if not url.lower().startswith("s3://"):
+        raise _bad_url(url, "an S3 URL looks like s3://bucket/optional/prefix")
+    if "@" in parts.netloc:
+        raise _bad_url(url, "credentials do not belong in the URL; use the AWS environment or config files")
+    bucket = parts.netloc
+    if not bucket:
+        raise _bad_url(url, "missing bucket name")
+    if not _BUCKET.match(bucket) or ".." in bucket:
+        raise _bad_url(url, f"invalid bucket name {bucket!r}")
+    if parts.fragment:
+        raise _bad_url(url, "S3 URLs take no fragment")
+    prefix = unquote(parts.path).strip("/")
+    if prefix:
+        try:
+            check_key(prefix)
+        except ValueError as exc:
+            raise _bad_url(url, f"bad prefix: {str(exc).partition(': ')[2]}") from None
+    try:
+        pairs = parse_qsl(parts.query, keep_blank_values=True, strict_parsing=bool(parts.query))
+    except ValueError:
+        raise _bad_url(url, f"malformed query {parts.query!r}") from None
+    params: dict[str, str] = {}
+    for name, value in pairs:
+        if name not in _S3_PARAMS:
+            raise _bad_url(url, f"unknown query parameter {name!r} (known: {', '.join(sorted(_S3_PARAMS))})")
+        if name in params:
+            raise _bad_url(url, f"query parameter {name!r} given twice")
+        if not value:
+            raise _bad_url(url, f"query parameter {name!r} is empty")
+        params[name] = value
+    endpoint = params.get("endpoint")
+    if endpoint is not None:
+        ep = urlsplit(endpoint)
+        if ep.scheme not in ("http", "https") or not ep.hostname or ep.query or ep.fragment:
+            raise _bad_url(url, f"endpoint {endpoint!r} is not an http(s)://host[:port] URL")
+        try:
+            ep.port  # noqa: B018 - raises ValueError for a bad port
+        except ValueError:
+            raise _bad_url(url, f"endpoint {endpoint!r} has a bad port") from None
+    from profiling.s3store import S3Store
+
+    return S3Store(bucket, prefix, endpoint_url=endpoint, region=params.get("region"))
