@@ -25,10 +25,14 @@ def check_app_name(app: str) -> str:
 # Key layout in the blob store, per app:
 #   <app>/default.pgo                                   the merged profile
 #   <app>/staging/<20-digit ns time>-<16 hex>.pb.gz     uploads waiting to be merged
-#   <app>/rejected/<staged name>                        uploads that could not be merged
+#   <app>/rejected/<staged name>[.reason]               uploads that could not be merged, and why
+#   <app>/batch.json                                    the merge batch under way (see batches.py)
+#   <app>/deleted/<20-digit ns time>                    when the app was deleted (tombstones)
 MERGED_NAME = "default.pgo"
 STAGING = "staging"
 REJECTED = "rejected"
+BATCH_NAME = "batch.json"
+DELETED = "deleted"
 
 
 def app_prefix(app: str) -> str:
@@ -45,6 +49,24 @@ def staging_prefix(app: str) -> str:
 
 def rejected_prefix(app: str) -> str:
     return f"{check_app_name(app)}/{REJECTED}/"
+
+
+def batch_key(app: str) -> str:
+    return f"{check_app_name(app)}/{BATCH_NAME}"
+
+
+def tombstone_prefix(app: str) -> str:
+    return f"{check_app_name(app)}/{DELETED}/"
+
+
+def tombstone_key(app: str, when_ns: int) -> str:
+    return f"{tombstone_prefix(app)}{when_ns:020d}"
+
+
+def time_of(key: str) -> int:
+    """The nanosecond time in a staging or tombstone key (0 if it has none)."""
+    stamp = key.rsplit("/", 1)[-1][:20]
+    return int(stamp) if stamp.isdigit() else 0
 
 
 def new_staging_key(app: str, now_ns: int | None = None) -> str:

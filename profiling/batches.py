@@ -1,0 +1,282 @@
+"""Merging an app's staged uploads into its merged profile, each upload exactly once.
+
+State, all in the blob store (key layout in names.py):
+
+- ``staging/<time>-<random>.pb.gz``: uploads waiting to be merged.
+- ``batch.json``: the current batch, ``{"id", "since", "keys", "open"}``. Runs move
+  it from done to open only with a conditional write on the version they read, so
+  at most one run owns an open batch: it is the lock that keeps two merges from
+  both writing. It is never deleted while the app exists, so a run that lost it
+  always sees that it changed.
+- ``default.pgo``: the merged profile. Two pprof comments (which the Go compiler
+  ignores) say which batch wrote it and since when it holds data:
+  ``autopgo.batch=<id>`` and ``autopgo.since=<ns>``.
+- ``deleted/<time>``: tombstones. Deleting an app writes one; nothing staged at
+  or before the newest tombstone is merged, and a merged profile whose
+  ``since`` is older than it is neither merged into nor served.
+
+A batch commits when ``default.pgo`` with its id is written, conditionally on
+the version that was read after checking that the batch is still open. Its
+uploads are removed only after that, and the batch is closed last. Each run
+first finishes an open batch left by a crashed run: if ``default.pgo`` already
+holds it, only the clean-up is left; otherwise it is merged again from the same
+keys. So a process killed between any two steps, then run again, gives the
+profile an undisturbed run gives.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from .blobs import BlobInfo, BlobStore
+from .codec import DEFAULT_MAX_DECOMPRESSED, decode_tables, encode
+from .errors import BlobNotFoundError, PreconditionFailedError, ProfileError
+from .merge import Merger
+from .model import Profile
+from .names import (
+    batch_key,
+    merged_key,
+    rejected_prefix,
+    staging_prefix,
+    time_of,
+    tombstone_prefix,
+)
+from .rules import PruneRule, apply_rules
+from .tables import ProfileTables, from_profile, to_profile
+
+log = logging.getLogger(__name__)
+
+BATCH_COMMENT = "autopgo.batch="
+SINCE_COMMENT = "autopgo.since="
+DEFAULT_MAX_BATCH = 1000
+DEFAULT_RECOVER_AFTER = timedelta(minutes=5)
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Uploads merged together; ``since`` is the newest tombstone when the batch began."""
+
+    id: str
+    since: int
+    keys: tuple[str, ...]
+    open: bool = True
+    opened: int = 0  # ns since the epoch
+
+    def to_json(self) -> bytes:
+        fields = {"id": self.id, "since": self.since, "keys": list(self.keys), "open": self.open, "opened": self.opened}
+        return json.dumps(fields).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> Batch:
+        raw = json.loads(data)
+        keys = tuple(map(str, raw["keys"]))
+        return cls(str(raw["id"]), int(raw["since"]), keys, bool(raw["open"]), int(raw.get("opened", 0)))
+
+    def closed(self) -> Batch:
+        return Batch(self.id, self.since, (), open=False, opened=self.opened)
+
+
+@dataclass(slots=True)
+class MergeReport:
+    """What a run did, for logs and for the artifact the merge flow publishes."""
+
+    app: str
+    batches: int = 0
+    merged: list[str] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (key, reason)
+    size_before: int = 0
+    size_after: int = 0
+    profile: Profile | None = None  # the merged profile after the last batch
+
+    @property
+    def samples(self) -> int:
+        return len(self.profile.samples) if self.profile else 0
+
+
+@dataclass(frozen=True, slots=True)
+class MergedProfile:
+    info: BlobInfo
+    tables: ProfileTables
+    batch: str | None
+    since: int
+
+
+def latest_tombstone(store: BlobStore, app: str) -> int:
+    """When the app was last deleted (ns since the epoch), or 0."""
+    return max((time_of(b.key) for b in store.list(tombstone_prefix(app))), default=0)
+
+
+def read_merged(store: BlobStore, app: str, max_decompressed: int = DEFAULT_MAX_DECOMPRESSED) -> MergedProfile | None:
+    """The app's merged profile and its batch comments, or None if there is none."""
+    try:
+        info, stream = store.open(merged_key(app))
+    except BlobNotFoundError:
+        return None
+    with stream:
+        data = stream.read()
+    tables = decode_tables(data, max_decompressed=max_decompressed)
+    batch, since = None, 0
+    for comment in tables.header.comments:
+        if comment.startswith(BATCH_COMMENT):
+            batch = comment[len(BATCH_COMMENT) :]
+        elif comment.startswith(SINCE_COMMENT) and comment[len(SINCE_COMMENT) :].isdigit():
+            since = int(comment[len(SINCE_COMMENT) :])
+    return MergedProfile(info, tables, batch, since)
+
+
+def merge_pending(
+    store: BlobStore,
+    app: str,
+    rules: Sequence[PruneRule] = (),
+    *,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    max_rounds: int = 100,
+    max_decompressed: int = DEFAULT_MAX_DECOMPRESSED,
+    recover_after: timedelta = DEFAULT_RECOVER_AFTER,
+) -> MergeReport:
+    """Merge every staged upload of ``app``, batch after batch, until none is left.
+
+    Returns early if another run owns an open batch: that run drains what is
+    staged, including what arrives while it works. An open batch older than
+    ``recover_after`` is taken to be left by a run that died, and finished.
+    """
+    run = _Run(store, app, tuple(rules), max_decompressed)
+    for _ in range(max_rounds):
+        record = run.read_batch()
+        if record is not None and record[0].open:
+            age = time.time_ns() - record[0].opened
+            if timedelta(microseconds=age / 1000) < recover_after:
+                log.info("%s: batch %s is being merged by another run", app, record[0].id)
+                break
+        if record is None or not record[0].open:
+            record = run.open_batch(record, max_batch)
+            if record is None:
+                break
+        run.commit(*record)
+    else:
+        log.warning("%s: stopped after %d rounds with uploads still staged", app, max_rounds)
+    return run.report
+
+
+class _Run:
+    def __init__(self, store: BlobStore, app: str, rules: tuple[PruneRule, ...], max_decompressed: int) -> None:
+        self.store = store
+        self.app = app
+        self.rules = rules
+        self.max_decompressed = max_decompressed
+        self.report = MergeReport(app)
+        self._sized = False
+
+    def read_batch(self) -> tuple[Batch, str] | None:
+        """The batch record and its etag, or None if the app never had one."""
+        try:
+            info, stream = self.store.open(batch_key(self.app))
+        except BlobNotFoundError:
+            return None
+        with stream:
+            return Batch.from_json(stream.read()), info.etag
+
+    def open_batch(self, previous: tuple[Batch, str] | None, max_batch: int) -> tuple[Batch, str] | None:
+        """Take the staged uploads into a new open batch; None if there are none or another run won."""
+        since = latest_tombstone(self.store, self.app)
+        keys = []
+        for info in self.store.list(staging_prefix(self.app)):
+            if time_of(info.key) > since:
+                keys.append(info.key)
+            else:  # staged before the app was deleted
+                self.store.delete(info.key)
+        if not keys:
+            return None
+        keys.sort()  # upload order: the key starts with the upload time
+        batch = Batch(uuid.uuid4().hex, since, tuple(keys[:max_batch]), opened=time.time_ns())
+        try:
+            if previous is None:
+                info = self.store.put(batch_key(self.app), batch.to_json(), if_none_match=True)
+            else:
+                info = self.store.put(batch_key(self.app), batch.to_json(), if_match=previous[1])
+        except PreconditionFailedError:
+            log.info("%s: another merge took the batch", self.app)
+            return None
+        log.info("%s: batch %s with %d uploads", self.app, batch.id, len(batch.keys))
+        return batch, info.etag
+
+    def commit(self, batch: Batch, etag: str) -> None:
+        """Merge and write ``batch`` unless already written, then clean up."""
+        if latest_tombstone(self.store, self.app) > batch.since:
+            log.info("%s: batch %s predates a delete; dropping it", self.app, batch.id)
+            self._close(batch, etag)
+            return
+        current = read_merged(self.store, self.app, self.max_decompressed)
+        if not self._sized:
+            self.report.size_before = current.info.size if current else 0
+            self._sized = True
+        if current is not None and current.batch == batch.id:
+            self._close(batch, etag)  # written before a crash; only the clean-up was left
+            return
+        still_ours = self.read_batch()
+        if still_ours is None or still_ours[1] != etag:
+            return  # another run finished this batch and moved on; look again
+        merger = Merger()
+        if current is not None and current.since >= batch.since:
+            merger.add(current.tables, source=merged_key(self.app))
+        merged_keys = [key for key in batch.keys if self._add_upload(merger, key)]
+        if merger.headers.first is None:
+            self._close(batch, etag)
+            return
+        data = self._encode(merger, batch)
+        try:
+            if current is None:
+                info = self.store.put(merged_key(self.app), data, if_none_match=True)
+            else:
+                info = self.store.put(merged_key(self.app), data, if_match=current.info.etag)
+        except PreconditionFailedError:
+            log.info("%s: merged profile changed while batch %s was merged; looking again", self.app, batch.id)
+            return
+        self.report.batches += 1
+        self.report.merged.extend(merged_keys)
+        self.report.size_after = info.size
+        self._close(batch, etag)
+    def _add_upload(self, merger: Merger, key: str) -> bool:
+        try:
+            data = self.store.get(key)
+        except BlobNotFoundError:
+            return False  # rejected by an earlier attempt at this batch
+        try:
+            merger.add(decode_tables(data, max_decompressed=self.max_decompressed), source=key)
+        except ProfileError as exc:
+            self._reject(key, data, str(exc))
+            return False
+        return True
+
+    def _encode(self, merger: Merger, batch: Batch) -> bytes:
+        profile = apply_rules(to_profile(merger.result()), self.rules)
+        profile.comments = [
+            c for c in profile.comments if not c.startswith((BATCH_COMMENT, SINCE_COMMENT))
+        ] + [f"{BATCH_COMMENT}{batch.id}", f"{SINCE_COMMENT}{batch.since}"]
+        self.report.profile = profile
+        return encode(from_profile(profile))
+
+    def _reject(self, key: str, data: bytes, reason: str) -> None:
+        name = key.rsplit("/", 1)[-1]
+        target = f"{rejected_prefix(self.app)}{name}"
+        self.store.put(target, data)
+        self.store.put(f"{target}.reason", reason.encode())
+        self.store.delete(key)
+        self.report.rejected.append((key, reason))
+        log.warning("%s: rejected %s: %s", self.app, key, reason)
+
+    def _close(self, batch: Batch, etag: str) -> None:
+        """Remove the batch's uploads, then mark it closed unless another run already has."""
+        for key in batch.keys:
+            self.store.delete(key)
+        try:
+            self.store.put(batch_key(self.app), batch.closed().to_json(), if_match=etag)
+        except PreconditionFailedError:
+            pass
+        log.info("%s: batch %s closed", self.app, batch.id)

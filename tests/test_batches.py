@@ -1,0 +1,268 @@
+"""Exactly-once batch merging, deletes and cleaning, on the filesystem store."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from profiling.batches import BATCH_COMMENT, SINCE_COMMENT, merge_pending, read_merged
+from profiling.cleaning import CleanRule, clean
+from profiling.codec import decode, encode
+from profiling.deletion import delete_app, has_data, mark_deleted
+from profiling.merge import merge
+from profiling.model import Function, Line, Location, Profile, Sample, ValueType
+from profiling.names import batch_key, merged_key, new_staging_key, rejected_prefix, staging_prefix
+from profiling.rules import PruneRule
+from profiling.stores import open_store
+from profiling.tables import to_profile
+
+APP = "shop"
+CPU = [ValueType("samples", "count"), ValueType("cpu", "nanoseconds")]
+HERE = Path(__file__).resolve().parent
+
+
+def upload_profile(n: int, weight: int = 1) -> Profile:
+    """A CPU profile whose leaf function names the upload, so each upload can be counted."""
+    return Profile(
+        sample_types=list(CPU),
+        period_type=ValueType("cpu", "nanoseconds"),
+        period=10_000_000,
+        functions=[Function(1, "main.main", "main.main", "main.go", 3), Function(2, f"main.upload{n}", "", "main.go", 9)],
+        locations=[Location(1, 0, 0x10, (Line(1, 5),)), Location(2, 0, 0x20 + n, (Line(2, 10),))],
+        samples=[Sample((2, 1), (weight, weight * 10_000_000)), Sample((1,), (1, 10_000_000))],
+        duration_nanos=1_000_000_000,
+    )
+
+
+def stage(store, n: int, now_ns: int | None = None) -> str:
+    key = new_staging_key(APP, now_ns)
+    store.put(key, encode(upload_profile(n)), if_none_match=True)
+    return key
+
+
+def without_batch_comments(p: Profile) -> Profile:
+    p.comments = [c for c in p.comments if not c.startswith((BATCH_COMMENT, SINCE_COMMENT))]
+    return p
+
+
+def merged_profile(store) -> Profile:
+    current = read_merged(store, APP)
+    assert current is not None
+    return without_batch_comments(to_profile(current.tables))
+
+
+def counts(p: Profile) -> dict[str, int]:
+    """Samples per upload function in a merged profile."""
+    names = {f.id: f.name for f in p.functions}
+    leaf = {loc.id: names[loc.lines[0].function_id] for loc in p.locations}
+    out: dict[str, int] = {}
+    for s in p.samples:
+        name = leaf[s.location_ids[0]]
+        if name.startswith("main.upload"):
+            out[name] = out.get(name, 0) + s.values[0]
+    return out
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    return open_store(str(tmp_path / "blobs"))
+
+
+def test_merges_every_staged_upload_in_one_batch(store) -> None:
+    keys = [stage(store, n) for n in range(5)]
+    report = merge_pending(store, APP)
+
+    assert report.batches == 1 and sorted(report.merged) == sorted(keys)
+    assert merged_profile(store) == merge([upload_profile(n) for n in range(5)])
+    assert list(store.list(staging_prefix(APP))) == []
+
+
+def test_later_batches_merge_into_the_profile(store) -> None:
+    for n in range(3):
+        stage(store, n)
+    merge_pending(store, APP)
+    for n in range(3, 6):
+        stage(store, n)
+    merge_pending(store, APP, max_batch=2)  # drains in two batches
+
+    assert merged_profile(store) == merge([upload_profile(n) for n in range(6)])
+    assert counts(merged_profile(store)) == {f"main.upload{n}": 1 for n in range(6)}
+
+
+def test_bad_uploads_are_moved_aside_with_the_reason(store) -> None:
+    good = stage(store, 1)
+    garbage = new_staging_key(APP)
+    store.put(garbage, b"not a profile")
+    heap = new_staging_key(APP)
+    p = upload_profile(2)
+    p.sample_types = [ValueType("alloc_space", "bytes"), ValueType("inuse_space", "bytes")]
+    store.put(heap, encode(p))
+
+    report = merge_pending(store, APP)
+
+    assert report.merged == [good]
+    assert sorted(k for k, _ in report.rejected) == sorted([garbage, heap])
+    rejected = {info.key for info in store.list(rejected_prefix(APP))}
+    for key in (garbage, heap):
+        name = key.rsplit("/", 1)[-1]
+        assert f"{rejected_prefix(APP)}{name}" in rejected
+        assert store.get(f"{rejected_prefix(APP)}{name}.reason")
+    assert b"incompatible sample types" in store.get(f"{rejected_prefix(APP)}{heap.rsplit('/', 1)[-1]}.reason")
+    assert counts(merged_profile(store)) == {"main.upload1": 1}
+
+
+def test_prune_rules_apply(store) -> None:
+    stage(store, 1)
+    merge_pending(store, APP, [PruneRule.of(r"^main\.upload")])
+    assert counts(merged_profile(store)) == {}
+
+
+CRASH_DRIVER = """
+import os, signal, sys
+from datetime import timedelta
+sys.path.insert(0, {root!r})
+from profiling.batches import merge_pending
+from profiling.stores import open_store
+
+store = open_store({blobs!r})
+steps = 0
+limit = int(sys.argv[1])
+
+def counted(method):
+    def call(*args, **kwargs):
+        global steps
+        if steps == limit:
+            os.kill(os.getpid(), signal.SIGKILL)
+        result = method(*args, **kwargs)
+        steps += 1
+        return result
+    return call
+
+for name in ("put", "delete"):
+    setattr(store, name, counted(getattr(store, name)))
+merge_pending(store, "shop", max_batch=3, recover_after=timedelta(0))
+print(steps)
+"""
+
+
+def test_a_process_killed_at_every_step_then_rerun_counts_each_upload_once(tmp_path: Path) -> None:
+    def scenario(root: Path):
+        s = open_store(str(root))
+        for n in range(3):
+            stage(s, n, now_ns=1_000 + n)
+        merge_pending(s, APP)  # an existing merged profile
+        for n in range(3, 10):
+            stage(s, n, now_ns=2_000 + n)
+        return s
+
+    reference = scenario(tmp_path / "reference")
+    merge_pending(reference, APP, max_batch=3)
+    expected = merged_profile(reference)
+    assert counts(expected) == {f"main.upload{n}": 1 for n in range(10)}
+
+    def run_driver(blobs: Path, limit: int) -> subprocess.CompletedProcess:
+        script = tmp_path / "driver.py"
+        script.write_text(CRASH_DRIVER.format(root=str(HERE.parent), blobs=str(blobs)))
+        return subprocess.run([sys.executable, str(script), str(limit)], capture_output=True, text=True, timeout=60)
+
+    total = int(run_driver(_fresh(scenario, tmp_path / "count"), 10**6).stdout)
+    assert total > 10
+    for limit in range(total):
+        blobs = _fresh(scenario, tmp_path / f"crash{limit}")
+        result = run_driver(blobs, limit)
+        assert result.returncode == -9, (limit, result.stderr)
+        recovered = open_store(str(blobs))
+        merge_pending(recovered, APP, max_batch=3, recover_after=timedelta(0))
+        assert merged_profile(recovered) == expected, f"killed after {limit} writes"
+        assert list(recovered.list(staging_prefix(APP))) == []
+
+
+def _fresh(scenario, root: Path) -> Path:
+    scenario(root)
+    return root
+
+
+def test_uploads_merges_and_a_delete_racing(store) -> None:
+    uploaded: list[tuple[int, int]] = []  # (upload number, staging time)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def uploader(first: int) -> None:
+        for n in range(first, first + 40):
+            now = time.time_ns()
+            stage(store, n, now_ns=now)
+            uploaded.append((n, now))
+            time.sleep(random.random() / 500)
+
+    def merger() -> None:
+        try:
+            while not stop.is_set():
+                merge_pending(store, APP, max_batch=7, recover_after=timedelta(0))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=uploader, args=(i * 100,)) for i in range(3)]
+    mergers = [threading.Thread(target=merger) for _ in range(2)]
+    for t in threads + mergers:
+        t.start()
+    time.sleep(0.05)
+    tombstone = mark_deleted(store, APP)
+    delete_app(store, APP)
+    for t in threads:
+        t.join()
+    stop.set()
+    for t in mergers:
+        t.join()
+    merge_pending(store, APP)
+    assert not errors
+
+    after = {f"main.upload{n}": 1 for n, when in uploaded if when > tombstone}
+    assert counts(merged_profile(store)) == after  # nothing lost, nothing resurrected, each once
+    assert read_merged(store, APP).since == tombstone
+
+
+def test_delete_hides_at_once_and_removes_everything(store) -> None:
+    for n in range(3):
+        stage(store, n)
+    merge_pending(store, APP)
+    stage(store, 7)
+    bad = new_staging_key(APP)
+    store.put(bad, b"junk")
+    merge_pending(store, APP)
+    assert has_data(store, APP)
+
+    when = mark_deleted(store, APP)
+    assert not has_data(store, APP)
+    current = read_merged(store, APP)
+    assert current is not None and current.since < when  # stale: the API must not serve it
+
+    report = delete_app(store, APP)
+    left = [info.key for info in store.list(f"{APP}/")]
+    assert merged_key(APP) in report.removed
+    assert all(key.startswith((f"{APP}/deleted/", batch_key(APP))) for key in left), left
+
+    stage(store, 11)
+    merge_pending(store, APP)
+    assert counts(merged_profile(store)) == {"main.upload11": 1}  # a fresh profile
+
+
+def test_clean_by_age_and_size(store) -> None:
+    for app, size in (("old", 10), ("big", 5000), ("fine", 10)):
+        store.put(merged_key(app), b"x" * size)
+    store.put(new_staging_key("old"), b"staged")
+    now = datetime.now(timezone.utc)
+
+    assert {i.key for i in clean(store, CleanRule(larger_than=1000), dry_run=True)} == {merged_key("big")}
+    assert clean(store, CleanRule(older_than=timedelta(hours=1)), now=now) == []
+    removed = clean(store, CleanRule(older_than=timedelta(hours=1)), now=now + timedelta(hours=2))
+    assert {i.key for i in removed} == {merged_key(a) for a in ("old", "big", "fine")}
+    assert [i.key for i in store.list("old/")] != []  # staged uploads are not the clean's business
+    with pytest.raises(ValueError):
+        CleanRule()
