@@ -1,0 +1,227 @@
+"""The pipeline's configuration file, ``autopgo.yaml``.
+
+One YAML file names the blob store, the API, and per app how to scrape it and
+how to prune its merged profile::
+
+    blob_store: file://./data/blobs      # or s3://bucket/prefix?endpoint=...&region=...
+    api:
+      url: http://127.0.0.1:8080         # where scrapers upload and builds download
+      token: ""                          # optional bearer token (or AUTOPGO_API_TOKEN)
+    sweep_every: 60s                     # how often pending uploads are merged anyway
+    clean:
+      every: 1h
+      older_than: 720h                   # remove merged profiles not written for 30 days
+      larger_than: 50000000              # and/or larger than this many bytes
+    apps:
+      - name: checkout
+        scrape:
+          every: 5m                      # how often to scrape
+          duration: 30s                  # /debug/pprof/profile?seconds=...
+          sample_size: 3                 # instances per scrape, picked at random
+          targets:
+            file: targets.yaml           # a list of {address, path}; or inline:
+            # static: [{address: "10.0.0.5:6060", path: /debug/pprof/profile}]
+        prune:
+          - drop: ^runtime\\.
+            keep: ^runtime\\.main$
+
+Durations are a number with a unit (``ms``, ``s``, ``m``, ``h``). Every mistake
+is reported as one ``ConfigError`` naming the file and the setting.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .names import is_valid_app_name
+from .rules import PruneRule, parse_rules
+from .targets import Target, parse_target_list
+
+DEFAULT_API_URL = "http://127.0.0.1:8080"
+DEFAULT_BLOB_STORE = "file://./data/blobs"
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+
+
+@dataclass(frozen=True, slots=True)
+class TargetsConfig:
+    """Where an app's instances are listed: a file of ``{address, path}`` or a static list."""
+
+    file: Path | None = None
+    static: tuple[Target, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ScrapeConfig:
+    every: timedelta
+    duration: timedelta
+    sample_size: int
+    targets: TargetsConfig
+
+
+@dataclass(frozen=True, slots=True)
+class AppConfig:
+    name: str
+    scrape: ScrapeConfig | None = None
+    prune: tuple[PruneRule, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CleanConfig:
+    every: timedelta
+    older_than: timedelta | None
+    larger_than: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    blob_store: str = DEFAULT_BLOB_STORE
+    api_url: str = DEFAULT_API_URL
+    api_token: str | None = None
+    sweep_every: timedelta = timedelta(seconds=60)
+    clean: CleanConfig | None = None
+    apps: tuple[AppConfig, ...] = field(default_factory=tuple)
+
+    def app(self, name: str) -> AppConfig:
+        """The app's settings; an app without any (uploaded to directly) gets the defaults."""
+        for app in self.apps:
+            if app.name == name:
+                return app
+        return AppConfig(name)
+
+
+def parse_duration(value: Any, where: str) -> timedelta:
+    seconds: float | None = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.fullmatch(value.strip())):
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    try:
+        duration = timedelta(seconds=seconds) if seconds is not None else None
+    except (OverflowError, ValueError):
+        duration = None
+    if duration is None or duration <= timedelta(0):
+        raise ConfigError(f"{where}: expected a positive duration such as 30s, 5m or 1h, not {value!r}")
+    return duration
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate ``autopgo.yaml``; relative paths in it are relative to its folder."""
+    path = Path(path)
+    try:
+        import yaml
+
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    try:
+        return parse_config({} if data is None else data, base=path.parent)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def parse_config(data: Any, base: Path = Path(".")) -> Config:
+    root = _mapping(data, "the file", {"blob_store", "api", "sweep_every", "clean", "apps"})
+    api = _mapping(root.get("api", {}), "api", {"url", "token"})
+    apps = root.get("apps", [])
+    if not isinstance(apps, list):
+        raise ConfigError("apps: expected a list of apps")
+    parsed = tuple(_app(entry, f"apps[{i}]", base) for i, entry in enumerate(apps))
+    names = [a.name for a in parsed]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(f"apps: {name} is listed twice")
+    blob_store = root.get("blob_store", DEFAULT_BLOB_STORE)
+    api_url = api.get("url", DEFAULT_API_URL)
+    for what, value in (("blob_store", blob_store), ("api.url", api_url)):
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{what}: expected a URL")
+    token = api.get("token") or None
+    if token is not None and not isinstance(token, str):
+        raise ConfigError("api.token: expected a string")
+    return Config(
+        blob_store=_resolve_store(blob_store, base),
+        api_url=api_url.rstrip("/"),
+        api_token=token,
+        sweep_every=parse_duration(root.get("sweep_every", "60s"), "sweep_every"),
+        clean=_clean(root["clean"]) if "clean" in root else None,
+        apps=parsed,
+    )
+
+
+def _mapping(value: Any, where: str, keys: set[str]) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: expected a mapping")
+    unknown = sorted(map(str, set(value) - keys))
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting {unknown[0]!r} (expected one of {', '.join(sorted(keys))})")
+    return value
+
+
+def _app(entry: Any, where: str, base: Path) -> AppConfig:
+    raw = _mapping(entry, where, {"name", "scrape", "prune"})
+    name = raw.get("name")
+    if not isinstance(name, str) or not is_valid_app_name(name):
+        raise ConfigError(f"{where}.name: use 1 to 63 characters of a-z, 0-9 and '-', not {name!r}")
+    where = f"app {name}"
+    scrape = _scrape(raw["scrape"], f"{where}: scrape", base) if raw.get("scrape") is not None else None
+    return AppConfig(name, scrape, parse_rules(raw.get("prune"), f"{where}: prune"))
+
+
+def _scrape(value: Any, where: str, base: Path) -> ScrapeConfig:
+    raw = _mapping(value, where, {"every", "duration", "sample_size", "targets"})
+    sample_size = raw.get("sample_size", 3)
+    if not isinstance(sample_size, int) or isinstance(sample_size, bool) or sample_size < 1:
+        raise ConfigError(f"{where}.sample_size: expected a whole number of at least 1, not {sample_size!r}")
+    if "targets" not in raw:
+        raise ConfigError(f"{where}.targets: missing (a file or a static list)")
+    return ScrapeConfig(
+        every=parse_duration(raw.get("every", "5m"), f"{where}.every"),
+        duration=parse_duration(raw.get("duration", "30s"), f"{where}.duration"),
+        sample_size=sample_size,
+        targets=_targets(raw["targets"], f"{where}.targets", base),
+    )
+
+
+def _targets(value: Any, where: str, base: Path) -> TargetsConfig:
+    raw = _mapping(value, where, {"file", "static"})
+    if ("file" in raw) == ("static" in raw):
+        raise ConfigError(f"{where}: give exactly one of file and static")
+    if "file" in raw:
+        if not isinstance(raw["file"], str) or not raw["file"]:
+            raise ConfigError(f"{where}.file: expected a path")
+        return TargetsConfig(file=(base / raw["file"]).resolve())
+    return TargetsConfig(static=tuple(parse_target_list(raw["static"], f"{where}.static")))
+
+
+def _clean(value: Any) -> CleanConfig:
+    raw = _mapping(value, "clean", {"every", "older_than", "larger_than"})
+    older = parse_duration(raw["older_than"], "clean.older_than") if raw.get("older_than") is not None else None
+    larger = raw.get("larger_than")
+    if larger is not None and (not isinstance(larger, int) or isinstance(larger, bool) or larger < 0):
+        raise ConfigError(f"clean.larger_than: expected a number of bytes, not {larger!r}")
+    if older is None and larger is None:
+        raise ConfigError("clean: give older_than, larger_than or both")
+    return CleanConfig(parse_duration(raw.get("every", "1h"), "clean.every"), older, larger)
+
+
+def _resolve_store(url: str, base: Path) -> str:
+    """Make a relative filesystem store absolute against the config file's folder."""
+    if url.startswith("file://"):
+        rest = url[len("file://") :]
+        if rest.startswith(("/", "localhost/")):
+            return url
+        return f"file://{(base / rest).resolve()}"
+    if "://" not in url:
+        return f"file://{(base / url).resolve()}"
+    return url

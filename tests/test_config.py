@@ -1,0 +1,453 @@
+"""autopgo.yaml: loading, defaults, path resolution, and one ConfigError per mistake."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from profiling.targets import Target
+from profiling.config import (
+    DEFAULT_API_URL,
+    AppConfig,
+    CleanConfig,
+    Config,
+    ScrapeConfig,
+    TargetsConfig,
+    load_config,
+    parse_config,
+    parse_duration,
+)
+from profiling.errors import ConfigError
+from profiling.rules import PruneRule
+
+FULL = """\
+blob_store: s3://profiles/pgo?endpoint=http://127.0.0.1:8333&region=us-east-1
+api:
+  url: http://api.internal:9000/
+  token: s3cret
+sweep_every: 90s
+clean:
+  every: 2h
+  older_than: 720h
+  larger_than: 1048576
+apps:
+  - name: checkout
+    scrape:
+      every: 5m
+      duration: 30s
+      sample_size: 4
+      targets:
+        file: targets/checkout.yaml
+    prune:
+      - drop: ^runtime\\.
+        keep: ^runtime\\.main$
+      - drop: ^internal/
+  - name: search-2
+    scrape:
+      every: 1.5m
+      duration: 500ms
+      sample_size: 1
+      targets:
+        static:
+          - address: 10.0.0.5:6060
+          - address: "[::1]:6060"
+            path: /custom/profile
+  - name: uploads-only
+"""
+
+
+def write(folder: Path, text: str, name: str = "autopgo.yaml") -> Path:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def expect_error(path: Path, *settings: str) -> str:
+    """load_config(path) raises exactly one ConfigError: one line naming the file and every setting."""
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert type(info.value) is ConfigError
+    message = str(info.value)
+    assert "\n" not in message and message.strip() == message, message
+    assert str(path) in message, message
+    for setting in settings:
+        assert setting in message, f"{setting!r} not in {message!r}"
+    return message
+
+
+# -- a full, valid file -------------------------------------------------------------
+
+
+def test_full_config_loads_with_values_and_types(tmp_path: Path) -> None:
+    path = write(tmp_path, FULL)
+    config = load_config(path)
+
+    assert isinstance(config, Config)
+    assert config.blob_store == "s3://profiles/pgo?endpoint=http://127.0.0.1:8333&region=us-east-1"
+    assert config.api_url == "http://api.internal:9000"  # trailing slash dropped
+    assert config.api_token == "s3cret"
+    assert config.sweep_every == timedelta(seconds=90)
+
+    assert config.clean == CleanConfig(every=timedelta(hours=2), older_than=timedelta(hours=720), larger_than=1048576)
+    assert isinstance(config.clean.larger_than, int)
+
+    assert isinstance(config.apps, tuple)
+    assert [a.name for a in config.apps] == ["checkout", "search-2", "uploads-only"]
+
+    checkout = config.apps[0]
+    assert isinstance(checkout, AppConfig)
+    assert checkout.scrape == ScrapeConfig(
+        every=timedelta(minutes=5),
+        duration=timedelta(seconds=30),
+        sample_size=4,
+        targets=TargetsConfig(file=(tmp_path / "targets" / "checkout.yaml").resolve()),
+    )
+    assert isinstance(checkout.scrape.targets.file, Path) and checkout.scrape.targets.file.is_absolute()
+    assert checkout.scrape.targets.static == ()
+    assert isinstance(checkout.prune, tuple) and len(checkout.prune) == 2
+    assert all(isinstance(rule, PruneRule) for rule in checkout.prune)
+    first, second = checkout.prune
+    assert first.drop.pattern == r"^runtime\." and first.keep is not None and first.keep.pattern == r"^runtime\.main$"
+    assert first.drop.search("runtime.mallocgc") and first.keep.search("runtime.main")
+    assert second.drop.pattern == "^internal/" and second.keep is None
+
+    search = config.apps[1]
+    assert search.scrape is not None
+    assert search.scrape.every == timedelta(seconds=90)
+    assert search.scrape.duration == timedelta(milliseconds=500)
+    assert search.scrape.sample_size == 1 and type(search.scrape.sample_size) is int
+    assert search.scrape.targets.file is None
+    assert search.scrape.targets.static == (Target("10.0.0.5:6060"), Target("[::1]:6060", "/custom/profile"))
+    assert search.prune == ()
+
+    assert config.apps[2] == AppConfig("uploads-only")
+    assert config.apps[2].scrape is None
+
+
+def test_config_app_listed_and_unlisted(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, FULL))
+    assert config.app("checkout") is config.apps[0]
+    assert config.app("search-2") is config.apps[1]
+    other = config.app("not-listed")
+    assert other == AppConfig("not-listed")
+    assert other.scrape is None and other.prune == ()
+    assert Config().app("anything") == AppConfig("anything")
+
+
+# -- defaults -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "{}\n"])
+def test_empty_file_gives_defaults(tmp_path: Path, text: str) -> None:
+    config = load_config(write(tmp_path, text))
+    assert config.blob_store == f"file://{(tmp_path / 'data' / 'blobs').resolve()}"
+    assert config.api_url == DEFAULT_API_URL
+    assert config.api_token is None
+    assert config.sweep_every == timedelta(seconds=60)
+    assert config.clean is None
+    assert config.apps == ()
+
+
+def test_section_defaults(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """\
+        api:
+          token: ""
+        clean:
+          older_than: 24h
+        apps:
+          - name: a
+            scrape:
+              targets:
+                static: []
+          - name: b
+            scrape: null
+            prune: null
+        """,
+    )
+    config = load_config(path)
+    assert config.api_url == DEFAULT_API_URL
+    assert config.api_token is None  # an empty token is no token
+    assert config.clean == CleanConfig(every=timedelta(hours=1), older_than=timedelta(hours=24), larger_than=None)
+    a = config.app("a")
+    assert a.scrape == ScrapeConfig(
+        every=timedelta(minutes=5), duration=timedelta(seconds=30), sample_size=3, targets=TargetsConfig()
+    )
+    assert config.app("b") == AppConfig("b")
+
+
+def test_clean_larger_than_alone_and_zero_as_on_the_command_line(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "clean: {larger_than: 4096}\n"))
+    assert config.clean == CleanConfig(every=timedelta(hours=1), older_than=None, larger_than=4096)
+    # As `autopgo clean --larger-than 0`: every non-empty merged profile.
+    config = load_config(write(tmp_path, "clean: {older_than: 1h, larger_than: 0}\n"))
+    assert config.clean is not None and config.clean.larger_than == 0
+
+
+# -- relative paths -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("store", "expected"),
+    [
+        ("file://./blobs", "conf/blobs"),
+        ("file://blobs/x", "conf/blobs/x"),
+        ("blobs", "conf/blobs"),
+        ("../shared/blobs", "shared/blobs"),
+    ],
+)
+def test_relative_blob_store_resolves_against_config_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store: str, expected: str
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    config = load_config(write(tmp_path / "conf", f"blob_store: {store}\n"))
+    assert config.blob_store == f"file://{(tmp_path / expected).resolve()}"
+
+
+@pytest.mark.parametrize("store", ["file:///srv/blobs", "s3://bucket/prefix?region=eu-west-1", "/srv/plain"])
+def test_absolute_blob_store_kept(tmp_path: Path, store: str) -> None:
+    config = load_config(write(tmp_path, f"blob_store: {store}\n"))
+    assert config.blob_store == (f"file://{store}" if store.startswith("/") else store)
+
+
+def test_file_localhost_url_is_absolute(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, "blob_store: file://localhost/srv/blobs\n"))
+    assert config.blob_store in ("file://localhost/srv/blobs", "file:///srv/blobs")
+
+
+def test_relative_target_file_resolves_against_config_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    path = write(
+        tmp_path / "conf",
+        """\
+        apps:
+          - name: a
+            scrape: {targets: {file: targets.yaml}}
+          - name: b
+            scrape: {targets: {file: ../other/t.json}}
+          - name: c
+            scrape: {targets: {file: /abs/t.yaml}}
+        """,
+    )
+    config = load_config(path)
+    assert config.app("a").scrape.targets.file == (tmp_path / "conf" / "targets.yaml").resolve()
+    assert config.app("b").scrape.targets.file == (tmp_path / "other" / "t.json").resolve()
+    assert config.app("c").scrape.targets.file == Path("/abs/t.yaml")
+
+
+def test_relative_config_path_resolves_against_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write(tmp_path / "conf", "blob_store: blobs\napps: [{name: a, scrape: {targets: {file: t.yaml}}}]\n")
+    monkeypatch.chdir(tmp_path)
+    config = load_config("conf/autopgo.yaml")
+    assert config.blob_store == f"file://{(tmp_path / 'conf' / 'blobs').resolve()}"
+    assert config.app("a").scrape.targets.file == (tmp_path / "conf" / "t.yaml").resolve()
+
+
+def test_parse_config_base_defaults_to_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = parse_config({"blob_store": "b", "apps": [{"name": "a", "scrape": {"targets": {"file": "t"}}}]})
+    assert config.blob_store == f"file://{(tmp_path / 'b').resolve()}"
+    assert config.app("a").scrape.targets.file == (tmp_path / "t").resolve()
+
+
+def test_static_target_scheme_is_kept(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        'apps: [{name: a, scrape: {targets: {static: [{address: "10.0.0.1:443", scheme: https}]}}}]\n',
+    )
+    config = load_config(path)
+    assert "https" in repr(config.app("a").scrape.targets.static)
+
+
+# -- one ConfigError per mistake ----------------------------------------------------
+
+APP = "apps:\n  - name: a\n    scrape:\n"
+
+
+def scrape_with(lines: str) -> str:
+    return APP + textwrap.indent(textwrap.dedent(lines), "      ")
+
+
+BAD = [
+    ("unknown-top-level", "blobstore: /x\n", ["blobstore"]),
+    ("top-level-list", "- name: a\n", ["the file", "mapping"]),
+    ("top-level-scalar", "just words\n", ["the file", "mapping"]),
+    ("unknown-app-key", "apps: [{name: a, scrap: {}}]\n", ["apps[0]", "scrap"]),
+    ("bad-app-name", "apps: [{name: ok}, {name: Bad_Name}]\n", ["apps[1].name", "Bad_Name"]),
+    ("app-name-missing", "apps: [{prune: []}]\n", ["apps[0].name"]),
+    ("app-name-number", "apps: [{name: 42}]\n", ["apps[0].name"]),
+    ("app-name-too-long", f"apps: [{{name: {'a' * 64}}}]\n", ["apps[0].name"]),
+    ("app-not-mapping", "apps: [checkout]\n", ["apps[0]"]),
+    ("duplicate-app", "apps: [{name: checkout}, {name: web}, {name: checkout}]\n", ["apps", "checkout", "twice"]),
+    ("apps-not-list", "apps: {name: a}\n", ["apps"]),
+    ("apps-null", "apps:\n", ["apps"]),
+    ("scrape-not-mapping", "apps: [{name: a, scrape: 5}]\n", ["app a: scrape"]),
+    ("scrape-unknown-key", scrape_with("targets: {static: []}\nperiod: 5m\n"), ["app a: scrape", "period"]),
+    ("targets-missing", scrape_with("every: 5m\n"), ["app a: scrape.targets"]),
+    ("targets-empty", scrape_with("targets: {}\n"), ["app a: scrape.targets"]),
+    ("targets-both", scrape_with("targets: {file: t.yaml, static: []}\n"), ["app a: scrape.targets"]),
+    ("targets-unknown", scrape_with("targets: {consul: svc}\n"), ["app a: scrape.targets", "consul"]),
+    ("targets-file-empty", scrape_with('targets: {file: ""}\n'), ["app a: scrape.targets.file"]),
+    ("targets-file-number", scrape_with("targets: {file: 5}\n"), ["app a: scrape.targets.file"]),
+    ("static-not-list", scrape_with('targets: {static: "10.0.0.1:80"}\n'), ["app a: scrape.targets.static"]),
+    ("static-no-port", scrape_with("targets: {static: [{address: 10.0.0.5}]}\n"), ["app a: scrape.targets.static[0].address"]),
+    ("static-no-address", scrape_with("targets: {static: [{path: /x}]}\n"), ["app a: scrape.targets.static[0].address"]),
+    (
+        "static-bad-path",
+        scrape_with("targets: {static: [{address: 'h:1'}, {address: 'h:2', path: debug/pprof}]}\n"),
+        ["app a: scrape.targets.static[1].path"],
+    ),
+    (
+        "static-bad-scheme",
+        scrape_with("targets: {static: [{address: 'h:1', scheme: ftp}]}\n"),
+        ["app a: scrape.targets.static[0].scheme"],
+    ),
+    ("static-unknown-key", scrape_with("targets: {static: [{address: 'h:1', port: 2}]}\n"), ["static[0]", "port"]),
+    ("sample-size-0", scrape_with("sample_size: 0\ntargets: {static: []}\n"), ["app a: scrape.sample_size"]),
+    ("sample-size-str", scrape_with("sample_size: '3'\ntargets: {static: []}\n"), ["app a: scrape.sample_size"]),
+    ("sample-size-true", scrape_with("sample_size: true\ntargets: {static: []}\n"), ["app a: scrape.sample_size"]),
+    ("sample-size-float", scrape_with("sample_size: 2.5\ntargets: {static: []}\n"), ["app a: scrape.sample_size"]),
+    ("duration-no-unit", scrape_with("duration: '10'\ntargets: {static: []}\n"), ["app a: scrape.duration"]),
+    ("duration-negative", scrape_with("duration: -5s\ntargets: {static: []}\n"), ["app a: scrape.duration"]),
+    ("duration-zero", scrape_with("duration: 0\ntargets: {static: []}\n"), ["app a: scrape.duration"]),
+    ("duration-zero-s", scrape_with("duration: 0s\ntargets: {static: []}\n"), ["app a: scrape.duration"]),
+    ("every-bad-unit", scrape_with("every: 5x\ntargets: {static: []}\n"), ["app a: scrape.every"]),
+    ("every-negative-number", scrape_with("every: -5\ntargets: {static: []}\n"), ["app a: scrape.every"]),
+    ("sweep-every-no-unit", "sweep_every: '10'\n", ["sweep_every"]),
+    ("sweep-every-bool", "sweep_every: true\n", ["sweep_every"]),
+    ("clean-no-bounds", "clean: {every: 1h}\n", ["clean", "older_than"]),
+    ("clean-null", "clean:\n", ["clean"]),
+    ("clean-unknown", "clean: {older_than: 1h, max_size: 5}\n", ["clean", "max_size"]),
+    ("clean-larger-negative", "clean: {larger_than: -1}\n", ["clean.larger_than"]),
+    ("clean-larger-string", "clean: {larger_than: 10MB}\n", ["clean.larger_than"]),
+    ("clean-older-bad", "clean: {older_than: 30d}\n", ["clean.older_than"]),
+    ("clean-every-bad", "clean: {every: soon, older_than: 1h}\n", ["clean.every"]),
+    ("prune-bad-regex", "apps: [{name: a, prune: [{drop: '(unclosed'}]}]\n", ["app a: prune", "drop"]),
+    ("prune-bad-keep-regex", "apps: [{name: a, prune: [{drop: x, keep: '[z-a]'}]}]\n", ["app a: prune", "keep"]),
+    ("prune-unknown-key", "apps: [{name: a, prune: [{dorp: x}]}]\n", ["app a: prune", "dorp"]),
+    ("prune-not-list", "apps: [{name: a, prune: {drop: x}}]\n", ["app a: prune"]),
+    ("prune-no-drop", "apps: [{name: a, prune: [{keep: x}]}]\n", ["app a: prune", "drop"]),
+    ("api-not-mapping", "api: http://127.0.0.1:8080\n", ["api"]),
+    ("api-unknown-key", "api: {uri: http://x}\n", ["api", "uri"]),
+    ("api-token-number", "api: {token: 12345}\n", ["api.token"]),
+    ("api-token-list", "api: {token: [a, b]}\n", ["api.token"]),
+    ("api-url-empty", "api: {url: ''}\n", ["api.url"]),
+    ("api-url-number", "api: {url: 8080}\n", ["api.url"]),
+    ("blob-store-number", "blob_store: 5\n", ["blob_store"]),
+    ("blob-store-empty", "blob_store: ''\n", ["blob_store"]),
+]
+
+
+@pytest.mark.parametrize(("text", "settings"), [(t, s) for _, t, s in BAD], ids=[i for i, _, _ in BAD])
+def test_bad_config_is_one_config_error(tmp_path: Path, text: str, settings: list[str]) -> None:
+    expect_error(write(tmp_path, text), *settings)
+
+
+def test_bad_config_table_is_large() -> None:
+    assert len(BAD) >= 20
+
+
+def test_not_yaml(tmp_path: Path) -> None:
+    message = expect_error(write(tmp_path, "apps: [\n  - name: a\n  bad: {\n"), "not valid YAML")
+    assert "line" in message  # where in the file
+
+
+def test_not_yaml_tab_indent(tmp_path: Path) -> None:
+    expect_error(write(tmp_path, "apps:\n\t- name: a\n"), "not valid YAML")
+
+
+def test_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "autopgo.yaml"
+    path.write_bytes(b"blob_store: /data/\xff\xfe\n")
+    expect_error(path, "UTF-8")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    expect_error(tmp_path / "nope.yaml", "cannot read")
+
+
+def test_directory_instead_of_file(tmp_path: Path) -> None:
+    (tmp_path / "autopgo.yaml").mkdir()
+    expect_error(tmp_path / "autopgo.yaml", "cannot read")
+
+
+def test_unsafe_yaml_tag_is_refused(tmp_path: Path) -> None:
+    expect_error(write(tmp_path, "blob_store: !!python/object/apply:os.getcwd []\n"), "not valid YAML")
+
+
+@pytest.mark.parametrize("text", ["[]\n", "false\n", "0\n"])
+def test_falsy_non_mapping_top_level_is_refused(tmp_path: Path, text: str) -> None:
+    expect_error(write(tmp_path, text), "the file")
+
+
+@pytest.mark.parametrize("value", [".inf", "1.0e+30", "99999999999999999", "'99999999999999h'"])
+def test_overflowing_duration_is_config_error(tmp_path: Path, value: str) -> None:
+    expect_error(write(tmp_path, f"sweep_every: {value}\n"), "sweep_every")
+
+
+def test_first_mistake_is_reported_alone(tmp_path: Path) -> None:
+    """Several mistakes: still exactly one error, naming one setting."""
+    message = expect_error(write(tmp_path, "apps: [{name: Bad}]\nsweep_every: nope\nclean: {}\n"))
+    assert message.count("apps[0].name") + message.count("sweep_every") + message.count("clean:") == 1
+
+
+def test_parse_config_errors_without_file_name() -> None:
+    with pytest.raises(ConfigError, match=re.escape("apps[0].name")):
+        parse_config({"apps": [{"name": "UPPER"}]})
+    with pytest.raises(ConfigError, match="the file: expected a mapping"):
+        parse_config(["a"])
+
+
+# -- durations ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("250ms", timedelta(milliseconds=250)),
+        ("1ms", timedelta(milliseconds=1)),
+        ("30s", timedelta(seconds=30)),
+        ("1.5s", timedelta(seconds=1.5)),
+        ("5m", timedelta(minutes=5)),
+        ("0.5m", timedelta(seconds=30)),
+        ("2h", timedelta(hours=2)),
+        ("720h", timedelta(days=30)),
+        (" 10s ", timedelta(seconds=10)),
+        (10, timedelta(seconds=10)),
+        (1, timedelta(seconds=1)),
+        (0.25, timedelta(milliseconds=250)),
+    ],
+)
+def test_parse_duration(value: object, expected: timedelta) -> None:
+    result = parse_duration(value, "x")
+    assert isinstance(result, timedelta)
+    assert result == expected
+
+
+@pytest.mark.parametrize(
+    "value", ["10", "-5s", "5x", "", "s", "5 s", "1h30m", "5S", "1d", "+5s", "0s", "0ms", 0, 0.0, -1, True, False, None, [5], float("nan")]
+)
+def test_parse_duration_rejects(value: object) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_duration(value, "where.setting")
+    assert type(info.value) is ConfigError
+    message = str(info.value)
+    assert message.startswith("where.setting: ") and "\n" not in message
+    assert repr(value) in message
+
+
+@pytest.mark.parametrize("value", ["0.0001ms", 1e-9])
+def test_parse_duration_never_returns_zero(value: object) -> None:
+    try:
+        result = parse_duration(value, "x")
+    except ConfigError:
+        return  # refusing it is fine too
+    assert result > timedelta(0)
