@@ -35,10 +35,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from .blobs import BlobInfo, BlobStore
-from .codec import DEFAULT_MAX_DECOMPRESSED, decode_tables, encode
+from google.protobuf.message import DecodeError
+
+from .codec import DEFAULT_MAX_DECOMPRESSED, decode_tables, decompress, encode
 from .errors import BlobNotFoundError, PreconditionFailedError, ProfileError
 from .merge import Merger
 from .model import Profile
+from .proto.columns_pb2 import ByteStringProfile
 from .names import (
     batch_key,
     merged_key,
@@ -110,6 +113,21 @@ class MergedProfile:
 def latest_tombstone(store: BlobStore, app: str) -> int:
     """When the app was last deleted (ns since the epoch), or 0."""
     return max((time_of(b.key) for b in store.list(tombstone_prefix(app))), default=0)
+
+
+def since_of(data: bytes, max_decompressed: int = DEFAULT_MAX_DECOMPRESSED) -> int:
+    """The ``autopgo.since`` time of a merged profile, read without decoding the rest."""
+    try:
+        msg = ByteStringProfile.FromString(decompress(data, max_decompressed))
+        strings = msg.string_table
+        comments = [strings[i] for i in msg.comment if 0 <= i < len(strings)]
+    except DecodeError:
+        raise ProfileError("not a pprof profile: invalid protobuf data") from None
+    marker = SINCE_COMMENT.encode()
+    for comment in comments:
+        if comment.startswith(marker) and comment[len(marker) :].isdigit():
+            return int(comment[len(marker) :])
+    return 0
 
 
 def read_merged(store: BlobStore, app: str, max_decompressed: int = DEFAULT_MAX_DECOMPRESSED) -> MergedProfile | None:

@@ -1,0 +1,327 @@
+"""What each endpoint does, over a blob store and an event sink.
+
+``ProfileApi`` holds the dependencies and one method per endpoint; each takes
+a ``Request`` and returns a ``Response`` or raises ``ApiError``. The router
+that maps paths to these methods is built here too, so the route table and
+the handlers are read together:
+
+=======  ======================  ==========================================
+GET      /api/profile            list merged profiles
+POST     /api/profile/{app}      validate, stage, emit ``profile.uploaded``
+GET      /api/profile/{app}      the merged profile (``?trim=pgo``: trimmed)
+DELETE   /api/profile/{app}      tombstone, emit ``profile.deleted`` (a flow deletes)
+GET      /api/health             each dependency's status
+GET      /api/ready              whether the server takes requests
+=======  ======================  ==========================================
+
+An upload is durable in the store before its event is emitted; if the event
+cannot be delivered the upload still succeeds (and is logged at WARNING),
+since the periodic sweep merges staged uploads whose event was lost. A
+deletion likewise: its tombstone (``profiling.deletion.mark_deleted``) hides
+the app's data at once, from downloads and the listing too, before the event
+asks a flow to remove it, and the sweep removes it if the event is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http import HTTPStatus
+from datetime import datetime
+from typing import Any
+
+from profiling import names
+from profiling.blobs import BlobInfo, BlobStore
+from profiling.codec import DEFAULT_MAX_DECOMPRESSED, decode, encode
+from profiling.errors import BlobNotFoundError, BlobStoreError, PreconditionFailedError, ProfileError
+from profiling.events import DELETED, UPLOADED, Event, EventError, EventSink
+from profiling.deletion import has_data, mark_deleted
+from profiling.trim import trim_for_pgo
+
+from .conditional import http_date, http_etag, not_modified, rfc3339
+from .errors import ApiError, bad_request, not_found, unavailable
+from .limits import Limits
+from .messages import OCTET_STREAM, Request, Response, json_response
+from .routing import Route, Router
+from .trimcache import TrimCache, Trimmed
+from .validation import stored_form
+from .visibility import Visibility
+from .workers import ProfileChecker
+
+log = logging.getLogger("autopgo.api")
+
+_STAGE_ATTEMPTS = 3
+TRIM_PGO = "pgo"
+
+
+class ProfileApi:
+    def __init__(
+        self,
+        store: BlobStore,
+        sink: EventSink,
+        *,
+        limits: Limits | None = None,
+        accept_any_profile: bool = False,
+        workers: int = 0,
+        trim_cache: TrimCache | None = None,
+    ) -> None:
+        self.store = store
+        self.sink = sink
+        self.limits = limits or Limits()
+        self.accept_any_profile = accept_any_profile
+        self.checker = ProfileChecker(
+            max_decompressed=self.limits.max_decompressed, require_pgo=not accept_any_profile, workers=workers
+        )
+        self.trim_cache = trim_cache or TrimCache()
+        self.visibility = Visibility(store, max(self.limits.max_decompressed, DEFAULT_MAX_DECOMPRESSED))
+        self.stopping = threading.Event()  # set when the server drains; /api/ready then says 503
+        self.router = Router(
+            [
+                Route("/api/profile", {"GET": self.list_profiles}),
+                Route(
+                    "/api/profile/{app}",
+                    {"GET": self.download, "POST": self.upload, "DELETE": self.delete},
+                ),
+                Route("/api/health", {"GET": self.health}),
+                Route("/api/ready", {"GET": self.ready}),
+            ]
+        )
+
+    # ------------------------------------------------------------------ profiles
+
+    def upload(self, request: Request) -> Response:
+        """201 ``{"key"}``: the body checked, staged durably, then announced (best effort)."""
+        app = _app(request)
+        body = request.read_body()
+        self.checker.check(body)
+        key = self._stage(app, stored_form(body))
+        self._announce(Event(UPLOADED, app, key))
+        return json_response(HTTPStatus.CREATED, {"key": key})
+
+    def _stage(self, app: str, data: bytes) -> str:
+        for _ in range(_STAGE_ATTEMPTS):
+            key = names.new_staging_key(app)
+            try:
+                with _store_errors():
+                    self.store.put(key, data, if_none_match=True)
+                return key
+            except PreconditionFailedError:
+                log.warning("staging key %s already taken; trying another", key)
+        raise unavailable("could not find a free staging key; try again")
+
+    def _announce(self, event: Event) -> None:
+        """Emit ``event`` for what is already durable; if it is lost, the periodic sweep does its work."""
+        try:
+            self.sink.emit(event)
+        except Exception as exc:  # noqa: BLE001 - EventError or a sink's bug: the request stands either way
+            traceback = None if isinstance(exc, EventError) else exc
+            log.warning(
+                "%s for %s not delivered; the sweep will pick it up: %s",
+                event.type,
+                event.profile_key or event.app,
+                exc,
+                exc_info=traceback,
+            )
+
+    def download(self, request: Request) -> Response:
+        """The merged profile, streamed, or its PGO-trimmed form (``?trim=pgo``); 304 if unchanged."""
+        app = _app(request)
+        trim = request.query_value("trim")
+        if trim is not None and trim != TRIM_PGO:
+            raise bad_request(f"unknown trim {trim!r}: the only one is {TRIM_PGO!r}")
+        key = names.merged_key(app)
+        if trim:
+            return self._download_trimmed(request, app, key)
+        if request.method == "HEAD":
+            info = self._stat_visible(app, key)
+            return _profile_response(request, info, http_etag(info.etag), size=info.size)
+        read: list[bytes] = []  # the body, if telling whether a deletion hides it took reading it
+
+        def load() -> bytes:
+            read.append(stream.read())
+            return read[0]
+
+        try:
+            with _store_errors():
+                tombstone = self.visibility.tombstone(app)
+                info, stream = self.store.open(key)
+                try:
+                    if self.visibility.hidden(app, info, tombstone, load):
+                        raise _no_merged(app)
+                except BaseException:
+                    stream.close()
+                    raise
+        except BlobNotFoundError:
+            raise _no_merged(app) from None
+        response = _profile_response(request, info, http_etag(info.etag), size=info.size)
+        if response.status != HTTPStatus.OK or read:
+            stream.close()
+            response.body = read[0] if read and response.status == HTTPStatus.OK else b""
+        else:
+            response.stream = stream
+        return response
+
+    def _download_trimmed(self, request: Request, app: str, key: str) -> Response:
+        info = self._stat_visible(app, key)
+        if not_modified(request.headers, http_etag(info.etag, TRIM_PGO)):
+            return _profile_response(request, info, http_etag(info.etag, TRIM_PGO), size=0)
+        trimmed = self.trim_cache.get_or_compute(app, info.etag, lambda: self._trim(app, key))
+        etag = http_etag(trimmed.source_etag, TRIM_PGO)
+        response = _profile_response(request, info, etag, size=len(trimmed.data), last_modified=trimmed.last_modified)
+        if response.status == HTTPStatus.OK and request.method != "HEAD":
+            response.body = trimmed.data
+        return response
+
+    def _trim(self, app: str, key: str) -> Trimmed:
+        try:
+            with _store_errors():
+                info, stream = self.store.open(key)
+                with stream:
+                    data = stream.read()
+        except BlobNotFoundError:
+            raise _no_merged(app) from None
+        limit = max(self.limits.max_decompressed, DEFAULT_MAX_DECOMPRESSED)
+        try:
+            trimmed = encode(trim_for_pgo(decode(data, max_decompressed=limit)))
+        except ProfileError as exc:
+            message = f"the merged profile of {app!r} cannot be trimmed for PGO: {exc}"
+            raise ApiError(HTTPStatus.CONFLICT, message) from None
+        log.info("trimmed %s (etag %s): %d -> %d bytes", key, info.etag, info.size, len(trimmed))
+        return Trimmed(info.etag, info.last_modified, trimmed)
+
+    def _stat_visible(self, app: str, key: str) -> BlobInfo:
+        """What the merged profile is; 404 if there is none, or a deletion hides it."""
+        try:
+            with _store_errors():
+                tombstone = self.visibility.tombstone(app)
+                info = self.store.stat(key)
+                if self.visibility.hidden(app, info, tombstone):
+                    raise _no_merged(app)
+                return info
+        except BlobNotFoundError:
+            raise _no_merged(app) from None
+
+    def list_profiles(self, request: Request) -> Response:
+        """``{"profiles": [{"key": app, "size", "lastModified"}]}`` for every merged profile, by app."""
+        merged: list[tuple[str, BlobInfo]] = []
+        tombstones: dict[str, int] = {}
+        with _store_errors():
+            for info in self.store.list():
+                app = names.app_of(info.key)
+                if app is None:
+                    continue
+                if names.is_merged_key(info.key):
+                    merged.append((app, info))
+                elif info.key.startswith(names.tombstone_prefix(app)):
+                    tombstones[app] = max(tombstones.get(app, 0), names.time_of(info.key))
+            visible = [(app, info) for app, info in merged if not self._hidden(app, info, tombstones.get(app, 0))]
+        profiles = [
+            {"key": app, "size": info.size, "lastModified": rfc3339(info.last_modified)} for app, info in visible
+        ]
+        return json_response(HTTPStatus.OK, {"profiles": profiles})
+
+    def _hidden(self, app: str, info: BlobInfo, tombstone: int) -> bool:
+        try:
+            return self.visibility.hidden(app, info, tombstone)
+        except BlobNotFoundError:  # deleted while we listed
+            return True
+
+    def delete(self, request: Request) -> Response:
+        """202 once a tombstone hides the app's data; then ``profile.deleted`` starts the flow that removes it.
+
+        The tombstone is durable before the event, as an upload is: if the event
+        is lost, the sweep finds the tombstone and removes the data anyway.
+        """
+        app = _app(request)
+        with _store_errors():
+            if not _has_data(self.store, app):
+                raise not_found(f"nothing is stored for app {app!r}")
+            mark_deleted(self.store, app)
+        self._announce(Event(DELETED, app))
+        return json_response(HTTPStatus.ACCEPTED, {"app": app, "message": f"deletion of {app!r} scheduled"})
+
+    # ------------------------------------------------------------------ probes
+
+    def health(self, request: Request) -> Response:
+        """Each dependency's status; 503 when one is down."""
+        checks: list[tuple[str, Callable[[], None]]] = [("blobStore", self.store.check), ("events", self.sink.check)]
+        results: list[dict[str, Any]] = []
+        for name, check in checks:
+            try:
+                check()
+            except Exception as exc:  # noqa: BLE001 - any failure means the dependency is down
+                message = " ".join(str(exc).split()) or type(exc).__name__
+                log.warning("health: %s is down: %s", name, message)
+                results.append({"name": name, "status": "down", "message": message})
+            else:
+                results.append({"name": name, "status": "ok"})
+        down = [r["name"] for r in results if r["status"] != "ok"]
+        if down:
+            body = {"status": "down", "message": f"unavailable: {', '.join(down)}", "dependencies": results}
+            return json_response(HTTPStatus.SERVICE_UNAVAILABLE, body)
+        return json_response(HTTPStatus.OK, {"status": "ok", "dependencies": results})
+
+    def ready(self, request: Request) -> Response:
+        """200 while the server takes requests, 503 once it drains for shutdown."""
+        if self.stopping.is_set():
+            raise unavailable("shutting down")
+        return json_response(HTTPStatus.OK, {"status": "ready"})
+
+    def close(self) -> None:
+        """Release the workers, the sink and the store (after the last request)."""
+        for resource in (self.checker, self.sink, self.store):
+            try:
+                resource.close()
+            except Exception:  # noqa: BLE001 - closing must go on to the next one
+                log.exception("closing %r failed", resource)
+
+
+def _has_data(store: BlobStore, app: str) -> bool:
+    """Whether a deletion would hide anything: uploads or a merged profile no tombstone hides yet."""
+    try:
+        return has_data(store, app)
+    except ProfileError:  # a merged profile that cannot be read is still something to delete
+        return True
+
+
+def _app(request: Request) -> str:
+    if request.app is None:  # the router fills it for every route that has {app}
+        raise RuntimeError("route without an app")
+    return request.app
+
+
+def _no_merged(app: str) -> ApiError:
+    return not_found(f"no merged profile for app {app!r}")
+
+
+def _profile_response(
+    request: Request, info: BlobInfo, etag: str, *, size: int, last_modified: datetime | None = None
+) -> Response:
+    """Headers for a profile download, or a bodiless 304 if the client has this version."""
+    headers = {
+        "ETag": etag,
+        "Last-Modified": http_date(last_modified or info.last_modified),
+        "Cache-Control": "no-cache",
+    }
+    if not_modified(request.headers, etag):
+        return Response(HTTPStatus.NOT_MODIFIED, headers=headers)
+    headers.update(
+        {
+            "Content-Type": OCTET_STREAM,
+            "Content-Length": str(size),
+            "Content-Disposition": f'attachment; filename="{names.MERGED_NAME}"',
+        }
+    )
+    return Response(HTTPStatus.OK, headers=headers)
+
+
+@contextmanager
+def _store_errors() -> Iterator[None]:
+    """A failing store is a 503 for the client, logged here with the store's reason."""
+    try:
+        yield
+    except BlobStoreError as exc:
+        log.error("blob store failed: %s", exc)
+        raise unavailable(f"blob store unavailable: {exc}") from None

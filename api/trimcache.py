@@ -1,0 +1,75 @@
+"""PGO-trimmed downloads, computed once per version of a merged profile.
+
+Trimming means decoding the merged profile, computing its call edges and
+encoding the result: tens of milliseconds for a large profile, while builds
+download the same version over and over. The cache keeps the latest trimmed
+form per app, keyed by the merged profile's etag, so a new merge makes the old
+entry unreachable and the next download computes afresh. Concurrent first
+downloads of one version compute it once: the others wait for that result.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+_STRIPES = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Trimmed:
+    source_etag: str  # the etag of the merged profile it was made from
+    last_modified: datetime  # that of the merged profile
+    data: bytes  # the trimmed profile, gzip-compressed
+
+
+@dataclass(slots=True)
+class CacheStats:
+    hits: int = 0
+    computed: int = 0
+
+
+class TrimCache:
+    def __init__(self, max_apps: int = 256) -> None:
+        if max_apps < 1:
+            raise ValueError("max_apps must be at least 1")
+        self._max_apps = max_apps
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, Trimmed] = OrderedDict()
+        # one lock per stripe of apps, so computing for one app does not block others
+        self._compute_locks = [threading.Lock() for _ in range(_STRIPES)]
+        self.stats = CacheStats()
+
+    def get_or_compute(self, app: str, etag: str, compute: Callable[[], Trimmed]) -> Trimmed:
+        """The trimmed form of ``app``'s merged profile version ``etag``.
+
+        ``compute`` reads the current merged profile and trims it; the version
+        it read may be newer than ``etag``, and is then what is returned.
+        """
+        found = self._lookup(app, etag)
+        if found is not None:
+            return found
+        with self._compute_locks[hash(app) % _STRIPES]:
+            found = self._lookup(app, etag)
+            if found is not None:
+                return found
+            trimmed = compute()
+            with self._lock:
+                self.stats.computed += 1
+                self._entries[app] = trimmed
+                self._entries.move_to_end(app)
+                while len(self._entries) > self._max_apps:
+                    self._entries.popitem(last=False)
+            return trimmed
+
+    def _lookup(self, app: str, etag: str) -> Trimmed | None:
+        with self._lock:
+            entry = self._entries.get(app)
+            if entry is None or entry.source_etag != etag:
+                return None
+            self._entries.move_to_end(app)
+            self.stats.hits += 1
+            return entry

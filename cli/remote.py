@@ -1,0 +1,153 @@
+"""Commands that talk to an autopgo API server: ``upload``, ``download``, ``list`` and ``delete``.
+
+Each takes ``--api-url``, ``--token`` and ``--timeout``; the first two default
+to the environment (``AUTOPGO_API_URL``, ``AUTOPGO_API_TOKEN``) so that scripts
+and CI jobs can set them once. The work is done by ``profiling.client``: these
+functions only parse, call and print. A failure raises ``ClientError``, which
+``cli.main`` prints as one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import timezone
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from profiling.client import Client
+
+DEFAULT_API_URL = "http://localhost:8080"
+URL_ENV = "AUTOPGO_API_URL"
+TOKEN_ENV = "AUTOPGO_API_TOKEN"
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    server = common.add_argument_group("server")
+    server.add_argument(
+        "--api-url",
+        metavar="URL",
+        help=f"the autopgo API server (default: ${URL_ENV}, else {DEFAULT_API_URL})",
+    )
+    server.add_argument(
+        "--token",
+        help=f"bearer token for uploads and deletes (default: ${TOKEN_ENV}; "
+        "prefer the variable, as arguments are visible to other users)",
+    )
+    server.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="give up when connecting, or any read or write, takes this long (default: 30)",
+    )
+
+    upload = commands.add_parser(
+        "upload",
+        parents=[common],
+        help="send a profile to the server to be merged into an app's profile",
+        description="Upload a pprof CPU profile (gzip or raw) for an app; prints the key it is staged under.",
+    )
+    upload.add_argument("--app", required=True, help="the app the profile belongs to")
+    upload.add_argument("input", metavar="FILE", help="profile file ('-' for stdin)")
+    upload.set_defaults(run=run_upload)
+
+    download = commands.add_parser(
+        "download",
+        parents=[common],
+        help="fetch an app's merged profile, e.g. as default.pgo for go build",
+        description="Download an app's merged profile. The file is replaced only once the "
+        "download is complete, so a failure leaves it as it was.",
+    )
+    download.add_argument("app", metavar="APP", help="the app whose profile to fetch")
+    download.add_argument(
+        "-o", "--output", default="default.pgo", help="where to write it ('-' for stdout; default: default.pgo)"
+    )
+    download.add_argument("--trim", action="store_true", help="fetch it trimmed to what Go's PGO reads")
+    download.set_defaults(run=run_download)
+
+    listing = commands.add_parser(
+        "list",
+        parents=[common],
+        help="list the apps with a merged profile",
+        description="List the merged profiles on the server: app, size in bytes and when last merged (UTC).",
+    )
+    listing.set_defaults(run=run_list)
+
+    delete = commands.add_parser(
+        "delete",
+        parents=[common],
+        help="delete everything stored for an app",
+        description="Delete an app's merged profile and pending uploads. The server deletes in "
+        "the background, so the app may be listed for a moment longer.",
+    )
+    delete.add_argument("app", metavar="APP", help="the app whose profiles to delete")
+    delete.set_defaults(run=run_delete)
+
+
+def run_upload(args: argparse.Namespace) -> int:
+    with _client(args) as api:
+        if args.input == "-":
+            key = api.upload(args.app, sys.stdin.buffer)
+        else:
+            with open(args.input, "rb") as f:
+                key = api.upload(args.app, f)
+    print(key)
+    return 0
+
+
+def run_download(args: argparse.Namespace) -> int:
+    if args.output != "-":
+        with _client(args) as api:
+            api.download_to(args.app, args.output, trim=args.trim)
+        return 0
+    if sys.stdout.isatty():
+        raise ValueError("will not write a binary profile to a terminal: redirect it or use -o FILE")
+    with _client(args) as api:
+        content = api.download(args.app, trim=args.trim).content
+    sys.stdout.buffer.write(content)
+    sys.stdout.buffer.flush()
+    return 0
+
+
+def run_list(args: argparse.Namespace) -> int:
+    with _client(args) as api:
+        profiles = api.list()
+    if not profiles:
+        print("no merged profiles on the server", file=sys.stderr)
+        return 0
+    rows = [("APP", "SIZE", "LAST MODIFIED")] + [
+        (p.app, str(p.size), p.last_modified.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"))
+        for p in profiles
+    ]
+    app_width = max(len(r[0]) for r in rows)
+    size_width = max(len(r[1]) for r in rows)
+    for app, size, when in rows:
+        print(f"{app:<{app_width}}  {size:>{size_width}}  {when}")
+    return 0
+
+
+def run_delete(args: argparse.Namespace) -> int:
+    with _client(args) as api:
+        api.delete(args.app)
+    return 0
+
+
+def _client(args: argparse.Namespace) -> Client:
+    from profiling.client import Client
+
+    url = args.api_url or os.environ.get(URL_ENV) or DEFAULT_API_URL
+    token = args.token if args.token is not None else os.environ.get(TOKEN_ENV)
+    return Client(url, token=token or None, timeout=args.timeout)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
+    return value
