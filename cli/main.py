@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import profiles
+from . import pipeline, profiles, remote, server
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,6 +19,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     profiles.register(commands)
+    remote.register(commands)
+    server.register(commands)
+    pipeline.register(commands)
     return parser
 
 
@@ -30,9 +33,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # noqa: BLE001 - every failure is one line for the user
-        from profiling.errors import ConfigError, ProfileError
+        from profiling.client import ClientError
+        from profiling.errors import BlobStoreError, ConfigError, ProfileError
 
-        if isinstance(exc, (ProfileError, ConfigError, ValueError, OSError)):
+        if isinstance(exc, (ProfileError, ConfigError, ValueError, OSError, ClientError, BlobStoreError)):
             message = str(exc) if not isinstance(exc, OSError) else _os_error(exc)
             print(f"autopgo {args.command}: {message}", file=sys.stderr)
             return 1

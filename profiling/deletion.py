@@ -57,13 +57,31 @@ def mark_deleted(store: BlobStore, app: str, now_ns: int | None = None) -> int:
     return when
 
 
+def needs_cleanup(store: BlobStore, app: str) -> bool:
+    """Whether a tombstone hides objects that are still stored (the delete flow did not run)."""
+    until = latest_tombstone(store, app)
+    if not until:
+        return False
+    for prefix in (staging_prefix(app), rejected_prefix(app)):
+        if any(time_of(info.key) <= until for info in store.list(prefix)):
+            return True
+    merged = read_merged(store, app)
+    return merged is not None and merged.since < until
+
+
 def delete_app(
-    store: BlobStore, app: str, *, lock_timeout: float = 120.0, poll: float = 0.5
-) -> DeleteReport:
-    """Remove everything the newest tombstone hides. Safe to run again after a crash."""
+    store: BlobStore, app: str, *, lock_timeout: float = 120.0, poll: float = 0.5, take_over: bool = True
+) -> DeleteReport | None:
+    """Remove everything the newest tombstone hides. Safe to run again after a crash.
+
+    Waits up to ``lock_timeout`` for a running merge; then takes the batch
+    over, or with ``take_over=False`` gives up and returns None.
+    """
     until = latest_tombstone(store, app)
     report = DeleteReport(app, until)
-    etag = _lock(store, app, until, lock_timeout, poll)
+    etag = _lock(store, app, until, lock_timeout, poll, take_over)
+    if etag is None:
+        return None
 
     def remove(key: str) -> None:
         if store.delete(key):
@@ -86,7 +104,7 @@ def delete_app(
     return report
 
 
-def _lock(store: BlobStore, app: str, until: int, timeout: float, poll: float) -> str:
+def _lock(store: BlobStore, app: str, until: int, timeout: float, poll: float, take_over: bool) -> str | None:
     """Own the batch record, waiting for a running merge; take over one that looks dead."""
     deadline = time.monotonic() + timeout
     record = Batch(f"delete-{uuid.uuid4().hex}", until, ())
@@ -102,6 +120,8 @@ def _lock(store: BlobStore, app: str, until: int, timeout: float, poll: float) -
             if current.open and time.monotonic() < deadline:
                 time.sleep(poll)
                 continue
+            if current.open and not take_over:
+                return None
             if current.open:
                 log.warning("%s: batch %s stayed open for %.0fs; taking it over", app, current.id, timeout)
         try:

@@ -1,0 +1,89 @@
+"""Pipeline commands: ``up`` (the embedded pipeline) and ``clean`` (remove merged profiles now)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from profiling.config import Config
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    up = commands.add_parser(
+        "up",
+        help="run the whole pipeline on this machine: Prefect server, API and every flow",
+        description="Start a local Prefect server (SQLite), the API, and serve every deployment of "
+        "autopgo.yaml; Ctrl-C or SIGTERM stops them all.",
+    )
+    up.add_argument("-c", "--config", default=os.environ.get("AUTOPGO_CONFIG"),
+                    help="the pipeline configuration (env AUTOPGO_CONFIG; default ./autopgo.yaml if there is one)")
+    up.add_argument("--data", default=os.environ.get("AUTOPGO_DATA", "data"),
+                    help="folder for the Prefect database (env AUTOPGO_DATA; default ./data)")
+    up.add_argument("--prefect-port", type=int, default=int(os.environ.get("AUTOPGO_PREFECT_PORT", "4200")),
+                    help="port of the local Prefect server and UI (env AUTOPGO_PREFECT_PORT; default 4200)")
+    up.set_defaults(run=run_up)
+
+    clean = commands.add_parser(
+        "clean",
+        help="remove merged profiles older or larger than given bounds",
+        description="Remove merged profiles by age or size now, as the scheduled clean flow does.",
+    )
+    clean.add_argument("--blob-store", default=os.environ.get("AUTOPGO_BLOB_STORE"),
+                       help="blob store URL (env AUTOPGO_BLOB_STORE; default: the one in --config)")
+    clean.add_argument("-c", "--config", default=os.environ.get("AUTOPGO_CONFIG"),
+                       help="configuration naming the blob store (env AUTOPGO_CONFIG; default ./autopgo.yaml if there is one)")
+    clean.add_argument("--older-than", metavar="DURATION", help="e.g. 720h: not written for this long")
+    clean.add_argument("--larger-than", type=int, metavar="BYTES", help="larger than this many bytes")
+    clean.add_argument("--dry-run", action="store_true", help="only list what would be removed")
+    clean.set_defaults(run=run_clean)
+
+
+DEFAULT_CONFIG = Path("autopgo.yaml")
+
+
+def _config(path: str | None) -> tuple[Config, Path]:
+    """The configuration named (which must exist), else ./autopgo.yaml if present, else defaults."""
+    from profiling.config import load_config, parse_config
+
+    if path is not None:
+        return load_config(path), Path(path).resolve()
+    if DEFAULT_CONFIG.exists():
+        return load_config(DEFAULT_CONFIG), DEFAULT_CONFIG.resolve()
+    return parse_config({}, base=Path.cwd()), DEFAULT_CONFIG.resolve()
+
+
+def run_up(args: argparse.Namespace) -> int:
+    import logging
+
+    from flows.embedded import run
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config, config_path = _config(args.config)
+    if not config_path.exists():
+        print("autopgo up: no autopgo.yaml here; running with defaults (no scrape schedules)", file=sys.stderr)
+    return run(config, config_path, Path(args.data).resolve(), args.prefect_port)
+
+
+def run_clean(args: argparse.Namespace) -> int:
+    from profiling.cleaning import CleanRule, clean
+    from profiling.config import parse_duration
+    from profiling.stores import open_store
+
+    if not args.older_than and args.larger_than is None:
+        raise ValueError("give --older-than, --larger-than or both")
+    older = parse_duration(args.older_than, "--older-than") if args.older_than else None
+    store = open_store(args.blob_store or _config(args.config)[0].blob_store)
+    try:
+        removed = clean(store, CleanRule(older, args.larger_than), dry_run=args.dry_run)
+    finally:
+        store.close()
+    verb = "would remove" if args.dry_run else "removed"
+    for info in removed:
+        print(f"{verb} {info.key} ({info.size} bytes, last written {info.last_modified:%Y-%m-%d %H:%M:%S}Z)")
+    if not removed:
+        print("nothing to remove", file=sys.stderr)
+    return 0

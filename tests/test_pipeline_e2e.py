@@ -1,0 +1,203 @@
+"""The whole pipeline with real parts only: `autopgo up` (a real Prefect server on SQLite, the
+API and the served deployments), the project's Go service under load, a scrape run by its
+deployment, uploads through the API, a merge run created by the upload event, a download that
+equals google/pprof's merge of what was scraped, `go build -pgo` on it, then a delete.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+
+import harness
+from profiling.batches import BATCH_COMMENT, SINCE_COMMENT
+from profiling.fileio import read_profile
+from profiling.model import Profile
+from profiling.stores import open_store
+
+pytestmark = pytest.mark.slow
+
+APP = "e2e"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RecordingProxy:
+    """Forwards /debug/pprof/profile to a Go service and keeps a copy of every profile it served."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.profiles: list[bytes] = []
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                response = httpx.get(f"{proxy.upstream}{self.path}", timeout=120)
+                if response.status_code == 200:
+                    proxy.profiles.append(response.content)
+                self.send_response(response.status_code)
+                self.send_header("Content-Length", str(len(response.content)))
+                self.end_headers()
+                self.wfile.write(response.content)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server.server_address[1]}"
+
+    def __enter__(self) -> RecordingProxy:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def wait_for(what: str, check, timeout: float, every: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def strip_batch_comments(p: Profile) -> Profile:
+    p.comments = [c for c in p.comments if not c.startswith((BATCH_COMMENT, SINCE_COMMENT))]
+    return p
+
+
+def processes_using(marker: str) -> list[int]:
+    """Pids whose environment mentions ``marker`` (the test's own data folder)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if marker.encode() in (entry / "environ").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+def test_scrape_merge_download_build_delete(service_binary: Path, tmp_path: Path) -> None:
+    api_port, prefect_port = free_port(), free_port()
+    api = f"http://127.0.0.1:{api_port}"
+    prefect = f"http://127.0.0.1:{prefect_port}/api"
+    blobs = tmp_path / "blobs"
+    data = tmp_path / "data"
+
+    with harness.Service(service_binary) as one, harness.Service(service_binary) as two, RecordingProxy(
+        one.url
+    ) as proxy_one, RecordingProxy(two.url) as proxy_two:
+        config = tmp_path / "autopgo.yaml"
+        config.write_text(
+            f"""
+blob_store: {blobs}
+api:
+  url: {api}
+sweep_every: 1h
+apps:
+  - name: {APP}
+    scrape:
+      every: 24h
+      duration: 1s
+      sample_size: 2
+      targets:
+        static:
+          - {{address: "{proxy_one.address}"}}
+          - {{address: "{proxy_two.address}"}}
+"""
+        )
+        env = {**os.environ, "PREFECT_API_URL": prefect}
+        up = subprocess.Popen(
+            [str(Path(sys.executable).parent / "autopgo"), "up", "-c", str(config), "--data", str(data),
+             "--prefect-port", str(prefect_port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            wait_for("the API", lambda: _ok(f"{api}/api/ready"), 120)
+            deployment = wait_for(
+                "the scrape deployment",
+                lambda: _json(httpx.get(f"{prefect}/deployments/name/scrape/scrape-{APP}", timeout=5)),
+                120,
+            )
+            httpx.post(f"{prefect}/deployments/{deployment['id']}/create_flow_run", json={}, timeout=10).raise_for_status()
+
+            wait_for("two scraped profiles", lambda: len(proxy_one.profiles) + len(proxy_two.profiles) >= 2, 120)
+            scraped_dir = tmp_path / "scraped"
+            scraped_dir.mkdir()
+            scraped = []
+            for i, body in enumerate(proxy_one.profiles + proxy_two.profiles):
+                scraped.append(scraped_dir / f"{i}.pb.gz")
+                scraped[-1].write_bytes(body)
+            expected = []
+            for order in (scraped, scraped[::-1]):
+                out = tmp_path / f"pprof-{len(expected)}.pb.gz"
+                harness.pprof_merge(order, out)
+                expected.append(read_profile(out))
+
+            downloaded = tmp_path / "default.pgo"
+            cli = [str(Path(sys.executable).parent / "autopgo")]
+
+            def merged_as_expected() -> bool:
+                result = subprocess.run([*cli, "download", APP, "-o", str(downloaded), "--api-url", api], capture_output=True)
+                return result.returncode == 0 and strip_batch_comments(read_profile(downloaded)) in expected
+
+            wait_for("the merged profile of both uploads", merged_as_expected, 120, every=1)
+
+            binary = harness.build_service(tmp_path, pgo=downloaded)
+            assert "-pgo=" in harness.go("version", "-m", str(binary))
+
+            subprocess.run([*cli, "delete", APP, "--api-url", api], check=True)
+            assert httpx.get(f"{api}/api/profile/{APP}", timeout=10).status_code == 404  # hidden at once
+            store = open_store(str(blobs))
+            wait_for(
+                "the delete flow",
+                lambda: not [i.key for i in store.list(f"{APP}/") if not i.key.startswith((f"{APP}/deleted/", f"{APP}/batch.json"))],
+                120,
+            )
+        finally:
+            os.killpg(up.pid, signal.SIGTERM)
+            try:
+                status = up.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(up.pid, signal.SIGKILL)
+                raise
+    assert status == 0
+    assert wait_for("no process left behind", lambda: not processes_using(str(data)), 20) is True
+
+
+def _ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _json(response: httpx.Response):
+    return response.json() if response.status_code == 200 else None
