@@ -42,6 +42,7 @@ from .errors import ConfigError
 from .names import is_valid_app_name
 from .rules import PruneRule, parse_rules
 from .targets import Target, parse_target_list
+from .yamlfile import load_yaml
 
 DEFAULT_API_URL = "http://127.0.0.1:8080"
 DEFAULT_BLOB_STORE = "file://./data/blobs"
@@ -114,16 +115,7 @@ def parse_duration(value: Any, where: str) -> timedelta:
 def load_config(path: str | Path) -> Config:
     """Read and validate ``autopgo.yaml``; relative paths in it are relative to its folder."""
     path = Path(path)
-    try:
-        import yaml
-
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    data = load_yaml(path)
     try:
         return parse_config({} if data is None else data, base=path.parent)
     except ConfigError as exc:

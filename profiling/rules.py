@@ -22,6 +22,7 @@ from .merge import compact
 from .model import Profile
 from .names import is_valid_app_name
 from .prune import prune
+from .yamlfile import load_yaml
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,17 +56,7 @@ def apply_rules(p: Profile, rules: Iterable[PruneRule]) -> Profile:
 
 def load_prune_config(path: str | Path) -> dict[str, tuple[PruneRule, ...]]:
     """Read a prune configuration file; returns the rules of each app."""
-    path = Path(path)
-    try:
-        import yaml
-
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML or JSON: {_one_line(str(exc))}") from None
+    data = load_yaml(path)
     try:
         return parse_prune_config(data)
     except ConfigError as exc:
@@ -121,7 +112,3 @@ def _check_keys(entry: Mapping, allowed: set[str], where: str) -> None:
     unknown = sorted(map(str, set(entry) - allowed))
     if unknown:
         raise ConfigError(f"{where}: unknown key {unknown[0]!r} (expected {', '.join(sorted(allowed))})")
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import ConfigError
+from .yamlfile import load_yaml
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +88,8 @@ class FileTargets:
         if stamp == self._stamp and self._good is not None:
             return list(self._good)
         try:
-            import yaml
-
-            data = yaml.safe_load(self.path.read_text())
+            data = load_yaml(self.path)
             targets = parse_target_list(data if data is not None else [], str(self.path))
-        except (OSError, UnicodeDecodeError) as exc:
-            return self._keep(f"cannot read {self.path}: {exc}")
-        except yaml.YAMLError as exc:
-            return self._keep(f"{self.path}: not valid YAML or JSON: {' '.join(str(exc).split())}")
         except ConfigError as exc:
             return self._keep(str(exc))
         self._stamp, self._good = stamp, targets
