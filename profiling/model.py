@@ -114,13 +114,6 @@ class Profile:
     def mappings_by_id(self) -> dict[int, Mapping]:
         return {m.id: m for m in self.mappings}
 
-    def sample_type_index(self, *candidates: tuple[str, str]) -> int | None:
-        """Index of the first sample type (in profile order) that is one of ``candidates``."""
-        for i, st in enumerate(self.sample_types):
-            if (st.type, st.unit) in candidates:
-                return i
-        return None
-
 
 # Builders that make rows straight from tuples without a Python-level __new__
 # call per row; the decoder and the merger make tens of thousands of them.

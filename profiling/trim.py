@@ -17,10 +17,12 @@ same bytes for both profiles.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .errors import ProfileError
 from .model import Function, Line, Location, Profile, Sample, ValueType
+from .tables import ProfileTables
 
 PGO_SAMPLE_TYPES = (("samples", "count"), ("cpu", "nanoseconds"))
 
@@ -49,11 +51,11 @@ class EdgeMap:
         return sum(self.weights.values())
 
 
-def pgo_value_index(p: Profile) -> int:
+def pgo_value_index(sample_types: Sequence[ValueType]) -> int:
     """Index of the sample type the compiler weighs samples by; ProfileError if none."""
-    index = p.sample_type_index(*PGO_SAMPLE_TYPES)
+    index = next((i for i, st in enumerate(sample_types) if (st.type, st.unit) in PGO_SAMPLE_TYPES), None)
     if index is None:
-        types = ", ".join(map(str, p.sample_types)) or "none"
+        types = ", ".join(map(str, sample_types)) or "none"
         raise ProfileError(
             f"not a CPU profile: Go's PGO needs a samples/count or cpu/nanoseconds sample type (has {types})"
         )
@@ -65,7 +67,7 @@ def pgo_edges(p: Profile) -> EdgeMap:
 
     Raises ProfileError where the compiler would refuse the profile.
     """
-    index = pgo_value_index(p)
+    index = pgo_value_index(p.sample_types)
     locations = p.locations_by_id()
     functions = p.functions_by_id()
 
@@ -128,6 +130,41 @@ def pgo_edges(p: Profile) -> EdgeMap:
                 if node[2]:
                     start_lines.setdefault(node[0], node[2])
     return EdgeMap(dict(weights), index, start_lines, witness)
+
+
+def check_pgo_usable(t: ProfileTables) -> None:
+    """Raise ProfileError where ``pgo_edges`` would: Go's PGO cannot use this profile.
+
+    Works on the decoded columns, without the row objects and the edge map
+    that ``pgo_edges`` builds, for checking uploads cheaply.
+
+    The compiler weighs each sample by its first ``samples/count`` or
+    ``cpu/nanoseconds`` value, refuses negative weights, and looks at the leaf
+    location and its caller of every sample with a non-zero weight; at least
+    one function among those must have a ``start_line``.
+    """
+    index = pgo_value_index(t.header.sample_types)
+    function_start = dict(zip(t.function_ids, t.function_start_lines))
+    starts, line_functions = t.line_starts, t.line_function_ids
+    has_start_line = {
+        location_id
+        for location_id, a, b in zip(t.location_ids, starts, starts[1:])
+        if any(function_start[f] for f in line_functions[a:b])
+    }
+    live = witnessed = False
+    for ids, values in zip(t.sample_location_ids, t.sample_values):
+        weight = values[index]
+        if weight <= 0 or not ids:
+            if weight < 0:
+                raise ProfileError("cannot trim a profile with negative sample values for PGO")
+            continue
+        live = True
+        witnessed = witnessed or ids[0] in has_start_line or (len(ids) > 1 and ids[1] in has_start_line)
+    if live and not witnessed:
+        raise ProfileError(
+            "profile has no Function.start_line data, which Go's PGO needs "
+            "(was the program built with Go older than 1.20?)"
+        )
 
 
 def trim_for_pgo(p: Profile) -> Profile:

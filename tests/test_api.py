@@ -904,7 +904,7 @@ def _pgo_variants() -> dict[str, Profile]:
 
 @pytest.mark.parametrize("case", list(_pgo_variants()))
 def test_pgo_usable_check_agrees_with_pgo_edges(case: str) -> None:
-    from api.validation import check_pgo_usable
+    from profiling.trim import check_pgo_usable
     from profiling.tables import from_profile
     from profiling.trim import pgo_edges
 
@@ -923,7 +923,7 @@ def test_pgo_usable_check_agrees_with_pgo_edges(case: str) -> None:
 
 
 def test_pgo_usable_check_accepts_real_profiles(cpu_profiles: list[Path]) -> None:
-    from api.validation import check_pgo_usable
+    from profiling.trim import check_pgo_usable
     from profiling.codec import decode_tables
 
     for path in cpu_profiles:
