@@ -6,10 +6,6 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from profiling.config import Config
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -42,41 +38,28 @@ def register(commands: argparse._SubParsersAction) -> None:
     clean.set_defaults(run=run_clean)
 
 
-DEFAULT_CONFIG = Path("autopgo.yaml")
-
-
-def _config(path: str | None) -> tuple[Config, Path]:
-    """The configuration named (which must exist), else ./autopgo.yaml if present, else defaults."""
-    from profiling.config import load_config, parse_config
-
-    if path is not None:
-        return load_config(path), Path(path).resolve()
-    if DEFAULT_CONFIG.exists():
-        return load_config(DEFAULT_CONFIG), DEFAULT_CONFIG.resolve()
-    return parse_config({}, base=Path.cwd()), DEFAULT_CONFIG.resolve()
-
-
 def run_up(args: argparse.Namespace) -> int:
     import logging
 
     from flows.embedded import run
+    from profiling.config import find_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config, config_path = _config(args.config)
-    if not config_path.exists():
+    config, config_path = find_config(args.config)
+    if config_path is None:
         print("autopgo up: no autopgo.yaml here; running with defaults (no scrape schedules)", file=sys.stderr)
     return run(config, config_path, Path(args.data).resolve(), args.prefect_port)
 
 
 def run_clean(args: argparse.Namespace) -> int:
     from profiling.cleaning import CleanRule, clean
-    from profiling.config import parse_duration
+    from profiling.config import find_config, parse_duration
     from profiling.stores import open_store
 
     if not args.older_than and args.larger_than is None:
         raise ValueError("give --older-than, --larger-than or both")
     older = parse_duration(args.older_than, "--older-than") if args.older_than else None
-    store = open_store(args.blob_store or _config(args.config)[0].blob_store)
+    store = open_store(args.blob_store or find_config(args.config)[0].blob_store)
     try:
         removed = clean(store, CleanRule(older, args.larger_than), dry_run=args.dry_run)
     finally:

@@ -34,7 +34,7 @@ STOP_TIMEOUT = 15.0
 @dataclass
 class Embedded:
     config: Config
-    config_path: Path
+    config_path: Path | None  # None: the defaults, no file
     data_dir: Path
     prefect_port: int = 4200
     ready_timeout: float = 120.0
@@ -60,8 +60,11 @@ class Embedded:
             PREFECT_RUNNER_POLL_FREQUENCY="1",
             # Show the domain's own log lines in the Prefect UI with the flow run's.
             PREFECT_LOGGING_EXTRA_LOGGERS="profiling",
-            **{CONFIG_ENV: str(self.config_path)},
         )
+        if self.config_path is not None:
+            env[CONFIG_ENV] = str(self.config_path)
+        else:
+            env.pop(CONFIG_ENV, None)
         return env
 
     def start(self) -> None:
@@ -146,7 +149,7 @@ def _signal_group(process: subprocess.Popen, sig: int) -> None:
         pass
 
 
-def run(config: Config, config_path: Path, data_dir: Path, prefect_port: int = 4200) -> int:
+def run(config: Config, config_path: Path | None, data_dir: Path, prefect_port: int = 4200) -> int:
     """Run the embedded pipeline until Ctrl-C or SIGTERM; returns the exit status."""
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}

@@ -112,6 +112,19 @@ def parse_duration(value: Any, where: str) -> timedelta:
     return duration
 
 
+DEFAULT_CONFIG = Path("autopgo.yaml")
+
+
+def find_config(path: str | Path | None = None) -> tuple[Config, Path | None]:
+    """The configuration at ``path`` (which must exist), else ./autopgo.yaml if there is one,
+    else the defaults (relative to the current folder); and the file it came from, if any."""
+    if path is not None:
+        return load_config(path), Path(path).resolve()
+    if DEFAULT_CONFIG.exists():
+        return load_config(DEFAULT_CONFIG), DEFAULT_CONFIG.resolve()
+    return parse_config({}, base=Path.cwd()), None
+
+
 def load_config(path: str | Path) -> Config:
     """Read and validate ``autopgo.yaml``; relative paths in it are relative to its folder."""
     path = Path(path)
