@@ -133,8 +133,13 @@ def _lock(store: BlobStore, app: str, until: int, timeout: float, poll: float, t
 
 
 def _unlock(store: BlobStore, app: str, etag: str) -> None:
-    """Close the batch record (it is never deleted: a merge that lost it must see it changed)."""
+    """Remove the batch record if it is still the one this delete wrote.
+
+    A merge that was past its last check when the delete took the record finds
+    it gone and writes nothing; the next merge starts a fresh record.
+    """
     try:
-        store.put(batch_key(app), Batch("deleted", 0, (), open=False).to_json(), if_match=etag)
-    except PreconditionFailedError:
-        log.warning("%s: the batch record changed while the app was deleted", app)
+        if store.stat(batch_key(app)).etag == etag:
+            store.delete(batch_key(app))
+    except BlobNotFoundError:
+        pass

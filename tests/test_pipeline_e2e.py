@@ -169,6 +169,14 @@ apps:
                 return result.returncode == 0 and strip_batch_comments(read_profile(downloaded)) in expected
 
             wait_for("the merged profile of both uploads", merged_as_expected, 120, every=1)
+            artifacts = wait_for(
+                "the merge run's artifact",
+                lambda: httpx.post(
+                    f"{prefect}/artifacts/filter", json={"artifacts": {"key": {"any_": [f"merge-{APP}"]}}}, timeout=10
+                ).json(),
+                60,
+            )
+            assert "Top functions" in artifacts[0]["data"] and "inputs merged" in artifacts[0]["data"]
 
             binary = harness.build_service(tmp_path, pgo=downloaded)
             assert "-pgo=" in harness.go("version", "-m", str(binary))
@@ -178,7 +186,7 @@ apps:
             store = open_store(str(blobs))
             wait_for(
                 "the delete flow",
-                lambda: not [i.key for i in store.list(f"{APP}/") if not i.key.startswith((f"{APP}/deleted/", f"{APP}/batch.json"))],
+                lambda: [i.key for i in store.list(f"{APP}/")] == [i.key for i in store.list(f"{APP}/deleted/")],
                 120,
             )
         finally:
