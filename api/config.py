@@ -68,6 +68,7 @@ class ServerConfig:
     workers: int = 0  # processes that validate uploads; 0: the request threads do
     events: EventsConfig = field(default_factory=EventsConfig)
     read_timeout: float = 30.0  # seconds a connection may stay silent
+    pipeline_config: str | None = None  # autopgo.yaml: its apps' target sources show in /api/health
 
 
 def default_workers(cpus: int | None = None) -> int:

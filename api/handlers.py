@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from http import HTTPStatus
 from datetime import datetime
@@ -47,6 +47,8 @@ from .messages import OCTET_STREAM, Request, Response, json_response
 from .routing import Route, Router
 from .trimcache import TrimCache, Trimmed
 from .validation import stored_form
+from profiling.targets import TargetSource
+
 from .visibility import Visibility
 from .workers import ProfileChecker
 
@@ -66,9 +68,11 @@ class ProfileApi:
         accept_any_profile: bool = False,
         workers: int = 0,
         trim_cache: TrimCache | None = None,
+        target_sources: Mapping[str, TargetSource] | None = None,
     ) -> None:
         self.store = store
         self.sink = sink
+        self.target_sources = dict(target_sources or {})  # app -> source that can check()
         self.limits = limits or Limits()
         self.accept_any_profile = accept_any_profile
         self.checker = ProfileChecker(
@@ -258,10 +262,26 @@ class ProfileApi:
             else:
                 results.append({"name": name, "status": "ok"})
         down = [r["name"] for r in results if r["status"] != "ok"]
+        targets = self._target_health()
         if down:
             body = {"status": "down", "message": f"unavailable: {', '.join(down)}", "dependencies": results}
-            return json_response(HTTPStatus.SERVICE_UNAVAILABLE, body)
-        return json_response(HTTPStatus.OK, {"status": "ok", "dependencies": results})
+            return json_response(HTTPStatus.SERVICE_UNAVAILABLE, {**body, "targets": targets})
+        return json_response(HTTPStatus.OK, {"status": "ok", "dependencies": results, "targets": targets})
+
+    def _target_health(self) -> list[dict[str, Any]]:
+        """Whether each app's target source (Kubernetes, Consul, Nomad) can list its targets.
+
+        Reported, not counted as down: uploads and downloads work without them.
+        """
+        out = []
+        for app, source in sorted(self.target_sources.items()):
+            try:
+                source.check()  # type: ignore[attr-defined]
+            except Exception as exc:  # noqa: BLE001 - reported as is
+                out.append({"app": app, "status": "down", "message": " ".join(str(exc).split())})
+            else:
+                out.append({"app": app, "status": "ok"})
+        return out
 
     def ready(self, request: Request) -> Response:
         """200 while the server takes requests, 503 once it drains for shutdown."""

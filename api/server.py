@@ -299,6 +299,23 @@ def _copy(source: BinaryIO, target: BinaryIO) -> int:
 # ---------------------------------------------------------------- running
 
 
+def _target_sources(pipeline_config: str | None) -> dict[str, object]:
+    """The discovery sources (those with a check) of the apps in autopgo.yaml, if one is given."""
+    if not pipeline_config:
+        return {}
+    from profiling.config import load_config
+    from profiling.discovery.sources import SourceCache
+
+    cache = SourceCache()
+    sources = {}
+    for app in load_config(pipeline_config).apps:
+        if app.scrape is not None:
+            source = cache.source(app.name, app.scrape)
+            if hasattr(source, "check"):
+                sources[app.name] = source
+    return sources
+
+
 def create_server(config: ServerConfig) -> ApiServer:
     """Open the blob store, event sink and workers the configuration names, and bind the socket.
 
@@ -313,7 +330,12 @@ def create_server(config: ServerConfig) -> ApiServer:
         sink = open_sink(config.events)
         undo.callback(sink.close)
         api = ProfileApi(
-            store, sink, limits=config.limits, accept_any_profile=config.accept_any_profile, workers=config.workers
+            store,
+            sink,
+            limits=config.limits,
+            accept_any_profile=config.accept_any_profile,
+            workers=config.workers,
+            target_sources=_target_sources(config.pipeline_config),
         )
         undo.callback(api.checker.close)
         try:

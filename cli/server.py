@@ -87,6 +87,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         metavar="URL",
         help="Prefect server API, e.g. http://127.0.0.1:4200/api (PREFECT_API_URL)",
     )
+    server.add_argument(
+        "--config",
+        default=env.get("AUTOPGO_CONFIG"),
+        metavar="FILE",
+        help="autopgo.yaml, to report its apps' target sources in /api/health (AUTOPGO_CONFIG; default none)",
+    )
     server.set_defaults(run=run_server)
 
 
@@ -112,6 +118,7 @@ def run_server(args: argparse.Namespace) -> int:
         accept_any_profile=args.accept_any_profile,
         workers=default_workers() if args.workers is None else args.workers,
         events=EventsConfig.choose(args.events, args.prefect_api_url, os.environ),
+        pipeline_config=args.config,
     )
     try:
         server = create_server(config)

@@ -91,6 +91,8 @@ class Embedded:
             "--prefect-api-url",
             f"{self.prefect_url}/api",
         ]
+        if self.config_path is not None:
+            server += ["--config", str(self.config_path)]
         if self.config.api_token:
             env = {**env, "AUTOPGO_API_TOKEN": self.config.api_token}
         self._spawn("api", server, env)

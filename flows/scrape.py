@@ -5,16 +5,17 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from profiling.client import Client
-from profiling.config import ScrapeConfig
+from profiling.discovery.sources import SourceCache
 from profiling.errors import ConfigError
 from profiling.scrape import scrape as scrape_targets
-from profiling.targets import FileTargets, StaticTargets, TargetSource
 
 from . import settings
 
 # Sources live as long as the serving process, so a file source keeps its
-# last good list across runs when an edit breaks the file.
-_sources: dict[str, TargetSource] = {}
+# last good list across runs when an edit breaks the file. A discovery source
+# (Kubernetes, Consul, Nomad) that cannot list its targets raises
+# DiscoveryError: that run fails with its one-line message, the schedule goes on.
+_sources = SourceCache()
 
 
 @flow(name="scrape", description="Fetch /debug/pprof/profile from up to sample_size instances and upload each.")
@@ -24,19 +25,10 @@ def scrape(app: str) -> dict[str, object]:
     scrape_cfg = cfg.app(app).scrape
     if scrape_cfg is None:
         raise ConfigError(f"app {app} has no scrape settings")
-    targets = _source(app, scrape_cfg).targets()
+    targets = _sources.source(app, scrape_cfg).targets()
     with Client(cfg.api_url, token=cfg.api_token) as client:
         report = scrape_targets(
             targets, scrape_cfg.sample_size, scrape_cfg.duration, lambda data: client.upload(app, data)
         )
     log.info("%s: %d uploaded, %d failed of %d targets", app, len(report.uploaded), len(report.failed), len(targets))
     return {"uploaded": report.uploaded, "failed": report.failed}
-
-
-def _source(app: str, cfg: ScrapeConfig) -> TargetSource:
-    if cfg.targets.file is not None:
-        key = f"{app}:{cfg.targets.file}"
-        if key not in _sources:
-            _sources[key] = FileTargets(cfg.targets.file)
-        return _sources[key]
-    return StaticTargets(cfg.targets.static)

@@ -21,6 +21,9 @@ how to prune its merged profile::
           targets:
             file: targets.yaml           # a list of {address, path}; or inline:
             # static: [{address: "10.0.0.5:6060", path: /debug/pprof/profile}]
+            # kubernetes: {namespace: shop, kubeconfig: ~/.kube/config}   # or in_cluster: true
+            # consul: {address: "https://consul:8501", token: ..., ca_file: ca.pem}
+            # nomad: {address: "https://nomad:4646", namespace: shop, region: eu}
         prune:
           - drop: ^runtime\\.
             keep: ^runtime\\.main$
@@ -50,12 +53,60 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
 
 
+DEFAULT_DISCOVERY_TIMEOUT = timedelta(seconds=10)
+
+
+@dataclass(frozen=True, slots=True)
+class KubernetesTargets:
+    """Pods labelled for the app, found in-cluster or through a kubeconfig; no namespace = all."""
+
+    namespace: str | None = None
+    kubeconfig: Path | None = None
+    in_cluster: bool = True
+    timeout: float = DEFAULT_DISCOVERY_TIMEOUT.total_seconds()
+
+
+@dataclass(frozen=True, slots=True)
+class ConsulTargets:
+    """Consul catalog services tagged for the app; unset settings come from ``CONSUL_*``."""
+
+    address: str | None = None
+    token: str | None = None
+    datacenter: str | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    tls_skip_verify: bool | None = None
+    tls_server_name: str | None = None
+    timeout: float = DEFAULT_DISCOVERY_TIMEOUT.total_seconds()
+
+
+@dataclass(frozen=True, slots=True)
+class NomadTargets:
+    """Nomad service registrations tagged for the app; unset settings come from ``NOMAD_*``."""
+
+    address: str | None = None
+    token: str | None = None
+    namespace: str | None = None
+    region: str | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    tls_skip_verify: bool | None = None
+    tls_server_name: str | None = None
+    timeout: float = DEFAULT_DISCOVERY_TIMEOUT.total_seconds()
+
+
 @dataclass(frozen=True, slots=True)
 class TargetsConfig:
-    """Where an app's instances are listed: a file of ``{address, path}`` or a static list."""
+    """Where an app's instances are listed: exactly one of a file, a static list,
+    Kubernetes, Consul or Nomad."""
 
     file: Path | None = None
     static: tuple[Target, ...] = ()
+    kubernetes: KubernetesTargets | None = None
+    consul: ConsulTargets | None = None
+    nomad: NomadTargets | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +240,7 @@ def _scrape(value: Any, where: str, base: Path) -> ScrapeConfig:
     if not isinstance(sample_size, int) or isinstance(sample_size, bool) or sample_size < 1:
         raise ConfigError(f"{where}.sample_size: expected a whole number of at least 1, not {sample_size!r}")
     if "targets" not in raw:
-        raise ConfigError(f"{where}.targets: missing (a file or a static list)")
+        raise ConfigError(f"{where}.targets: missing (one of {', '.join(TARGET_MODES)})")
     return ScrapeConfig(
         every=parse_duration(raw.get("every", "5m"), f"{where}.every"),
         duration=parse_duration(raw.get("duration", "30s"), f"{where}.duration"),
@@ -198,15 +249,89 @@ def _scrape(value: Any, where: str, base: Path) -> ScrapeConfig:
     )
 
 
+TARGET_MODES = ("file", "static", "kubernetes", "consul", "nomad")
+_TLS_KEYS = {"ca_file", "cert_file", "key_file", "tls_skip_verify", "tls_server_name", "timeout"}
+
+
 def _targets(value: Any, where: str, base: Path) -> TargetsConfig:
-    raw = _mapping(value, where, {"file", "static"})
-    if ("file" in raw) == ("static" in raw):
-        raise ConfigError(f"{where}: give exactly one of file and static")
+    raw = _mapping(value, where, set(TARGET_MODES))
+    if len(raw) != 1:
+        raise ConfigError(f"{where}: give exactly one of {', '.join(TARGET_MODES)}")
     if "file" in raw:
         if not isinstance(raw["file"], str) or not raw["file"]:
             raise ConfigError(f"{where}.file: expected a path")
         return TargetsConfig(file=(base / raw["file"]).resolve())
-    return TargetsConfig(static=tuple(parse_target_list(raw["static"], f"{where}.static")))
+    if "static" in raw:
+        return TargetsConfig(static=tuple(parse_target_list(raw["static"], f"{where}.static")))
+    if "kubernetes" in raw:
+        return TargetsConfig(kubernetes=_kubernetes(raw["kubernetes"], f"{where}.kubernetes", base))
+    if "consul" in raw:
+        keys = {"address", "token", "datacenter"} | _TLS_KEYS
+        consul = _mapping({} if raw["consul"] is None else raw["consul"], f"{where}.consul", keys)
+        return TargetsConfig(consul=ConsulTargets(**_api_settings(consul, f"{where}.consul", base)))
+    keys = {"address", "token", "namespace", "region"} | _TLS_KEYS
+    nomad = _mapping({} if raw["nomad"] is None else raw["nomad"], f"{where}.nomad", keys)
+    return TargetsConfig(nomad=NomadTargets(**_api_settings(nomad, f"{where}.nomad", base)))
+
+
+def _kubernetes(value: Any, where: str, base: Path) -> KubernetesTargets:
+    raw = _mapping({} if value is None else value, where, {"namespace", "kubeconfig", "in_cluster", "timeout"})
+    namespace = _text(raw, "namespace", where)
+    if namespace is not None and not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", namespace):
+        raise ConfigError(f"{where}.namespace: expected a Kubernetes namespace name, not {namespace!r}")
+    in_cluster = raw.get("in_cluster")
+    if in_cluster is not None and not isinstance(in_cluster, bool):
+        raise ConfigError(f"{where}.in_cluster: expected true or false, not {in_cluster!r}")
+    kubeconfig = _text(raw, "kubeconfig", where)
+    if kubeconfig is not None and in_cluster:
+        raise ConfigError(f"{where}: give kubeconfig or in_cluster: true, not both")
+    if kubeconfig is None and in_cluster is False:
+        raise ConfigError(f"{where}.kubeconfig: missing (needed unless in_cluster is true)")
+    return KubernetesTargets(
+        namespace=namespace,
+        kubeconfig=_config_path(kubeconfig, base),
+        in_cluster=kubeconfig is None,
+        timeout=_timeout(raw, where),
+    )
+
+
+def _api_settings(raw: Mapping[str, Any], where: str, base: Path) -> dict[str, Any]:
+    """Consul and Nomad settings: strings, file paths, a flag and a timeout, all optional."""
+    out: dict[str, Any] = {"timeout": _timeout(raw, where)}
+    for key in sorted(set(raw) - {"timeout"}):
+        if key == "tls_skip_verify":
+            if raw[key] is not None and not isinstance(raw[key], bool):
+                raise ConfigError(f"{where}.{key}: expected true or false, not {raw[key]!r}")
+            out[key] = raw[key]
+        elif key.endswith("_file"):
+            out[key] = _config_path(_text(raw, key, where), base)
+        else:
+            out[key] = _text(raw, key, where)
+    if out.get("key_file") and not out.get("cert_file"):
+        raise ConfigError(f"{where}.cert_file: missing (key_file is given)")
+    address = out.get("address")
+    if address is not None and ("://" in address and not address.startswith(("http://", "https://"))):
+        raise ConfigError(f"{where}.address: expected host:port, http://host:port or https://host:port, not {address!r}")
+    return out
+
+
+def _text(raw: Mapping[str, Any], key: str, where: str) -> str | None:
+    value = raw.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{where}.{key}: expected a non-empty string, not {value!r}")
+    return value.strip()
+
+
+def _config_path(value: str | None, base: Path) -> Path | None:
+    return None if value is None else (base / Path(value).expanduser()).resolve()
+
+
+def _timeout(raw: Mapping[str, Any], where: str) -> float:
+    if raw.get("timeout") is None:
+        return DEFAULT_DISCOVERY_TIMEOUT.total_seconds()
+    return parse_duration(raw["timeout"], f"{where}.timeout").total_seconds()
 
 
 def _clean(value: Any) -> CleanConfig:

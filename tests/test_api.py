@@ -700,6 +700,7 @@ def test_health_and_ready(client: httpx.Client, sink: RecordingSink) -> None:
     assert response.json() == {
         "status": "ok",
         "dependencies": [{"name": "blobStore", "status": "ok"}, {"name": "events", "status": "ok"}],
+        "targets": [],
     }
     assert client.get("/api/ready").json() == {"status": "ready"}
 

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -24,16 +22,11 @@ from profiling.batches import BATCH_COMMENT, SINCE_COMMENT
 from profiling.fileio import read_profile
 from profiling.model import Profile
 from profiling.stores import open_store
+from processes import free_port, healthy, wait_for
 
 pytestmark = pytest.mark.slow
 
 APP = "e2e"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RecordingProxy:
@@ -71,16 +64,6 @@ class RecordingProxy:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-def wait_for(what: str, check, timeout: float, every: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def strip_batch_comments(p: Profile) -> Profile:
@@ -140,13 +123,18 @@ apps:
             start_new_session=True,
         )
         try:
-            wait_for("the API", lambda: _ok(f"{api}/api/ready"), 120)
+            wait_for("the API", lambda: healthy(f"{api}/api/ready"), 120)
             deployment = wait_for(
                 "the scrape deployment",
                 lambda: _json(httpx.get(f"{prefect}/deployments/name/scrape/scrape-{APP}", timeout=5)),
                 120,
             )
-            httpx.post(f"{prefect}/deployments/{deployment['id']}/create_flow_run", json={}, timeout=10).raise_for_status()
+            wait_for(
+                "a scrape run to be created",
+                lambda: httpx.post(f"{prefect}/deployments/{deployment['id']}/create_flow_run", json={}, timeout=10)
+                .is_success,
+                60,
+            )
 
             wait_for("two scraped profiles", lambda: len(proxy_one.profiles) + len(proxy_two.profiles) >= 2, 120)
             scraped_dir = tmp_path / "scraped"
@@ -198,13 +186,6 @@ apps:
                 raise
     assert status == 0
     assert wait_for("no process left behind", lambda: not processes_using(str(data)), 20) is True
-
-
-def _ok(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _json(response: httpx.Response):

@@ -7,11 +7,7 @@ and keeps them), the server is started again on the same database, and the sweep
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -21,38 +17,9 @@ from profiling.batches import read_merged
 from profiling.client import Client
 from profiling.fileio import read_profile
 from profiling.stores import open_store
-from test_pipeline_e2e import free_port, wait_for
+from processes import BIN, Process, free_port, healthy, prefect_env, prefect_server_argv, wait_for
 
 pytestmark = pytest.mark.slow
-
-BIN = Path(sys.executable).parent
-
-
-class Process:
-    def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
-        self.log = log.open("ab")
-        self.popen = subprocess.Popen(argv, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            os.killpg(self.popen.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(30)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.popen.wait()
-        self.log.close()
-
-
-def healthy(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def test_uploads_while_prefect_is_down_are_swept(cpu_profiles: list[Path], tmp_path: Path) -> None:
@@ -62,19 +29,8 @@ def test_uploads_while_prefect_is_down_are_swept(cpu_profiles: list[Path], tmp_p
     blobs = tmp_path / "blobs"
     config = tmp_path / "autopgo.yaml"
     config.write_text(f"blob_store: {blobs}\napi:\n  url: {api}\nsweep_every: 5s\n")
-    home = tmp_path / "prefect"
-    home.mkdir()
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(home),
-        "PREFECT_API_URL": prefect_api,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "1",
-        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
-        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
-        "AUTOPGO_CONFIG": str(config),
-    }
-    server_argv = [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port)]
+    env = prefect_env(tmp_path / "prefect", prefect_port, PREFECT_RUNNER_POLL_FREQUENCY="1", AUTOPGO_CONFIG=str(config))
+    server_argv = prefect_server_argv(prefect_port)
     started: list[Process] = []
 
     def start(argv: list[str], name: str) -> Process:

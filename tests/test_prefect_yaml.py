@@ -4,22 +4,18 @@ pipeline, with an upload through the API merged by a worker's run of the trigger
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
 from profiling.client import Client, ClientError
-from test_pipeline_e2e import free_port, wait_for
-from test_prefect_down import Process, healthy
+from processes import BIN, Process, free_port, healthy, prefect_env, prefect_server_argv, wait_for
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
 
 
 def test_deploy_all_and_a_worker_run_the_pipeline(cpu_profiles: list[Path], tmp_path: Path) -> None:
@@ -28,19 +24,13 @@ def test_deploy_all_and_a_worker_run_the_pipeline(cpu_profiles: list[Path], tmp_
     api = f"http://127.0.0.1:{api_port}"
     config = tmp_path / "autopgo.yaml"
     config.write_text(f"blob_store: {tmp_path / 'blobs'}\napi:\n  url: {api}\n")
-    home = tmp_path / "prefect"
-    home.mkdir()
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(home),
-        "PREFECT_API_URL": prefect_api,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "1",
-        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
-        "PREFECT_WORKER_QUERY_SECONDS": "1",
-        "AUTOPGO_HOME": str(ROOT),
-        "AUTOPGO_CONFIG": str(config),
-    }
+    env = prefect_env(
+        tmp_path / "prefect",
+        prefect_port,
+        PREFECT_WORKER_QUERY_SECONDS="1",
+        AUTOPGO_HOME=str(ROOT),
+        AUTOPGO_CONFIG=str(config),
+    )
     started: list[Process] = []
 
     def start(argv: list[str], name: str) -> None:
@@ -50,7 +40,7 @@ def test_deploy_all_and_a_worker_run_the_pipeline(cpu_profiles: list[Path], tmp_
         subprocess.run([str(BIN / "prefect"), *args], env=env, cwd=ROOT, check=True, capture_output=True, timeout=300)
 
     try:
-        start([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(prefect_port)], "prefect")
+        start(prefect_server_argv(prefect_port), "prefect")
         wait_for("the Prefect server", lambda: healthy(f"{prefect_api}/health"), 120)
         prefect("work-pool", "create", "autopgo", "--type", "process")
         prefect("--no-prompt", "deploy", "--all")

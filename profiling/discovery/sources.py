@@ -1,0 +1,37 @@
+"""Building an app's target source from its scrape settings, shared by the flows and the API."""
+
+from __future__ import annotations
+
+from ..config import ScrapeConfig
+from ..targets import FileTargets, StaticTargets, TargetSource
+from .consul import ConsulTargetSource
+from .kubernetes import KubernetesTargetSource
+from .nomad import NomadTargetSource
+
+
+class SourceCache:
+    """One source per app and settings, kept for the life of the process.
+
+    A file source keeps its last good list across scrapes when an edit breaks
+    the file; a discovery source keeps its ``last_error`` for health reports.
+    """
+
+    def __init__(self) -> None:
+        self._sources: dict[object, TargetSource] = {}
+
+    def source(self, app: str, cfg: ScrapeConfig) -> TargetSource:
+        targets = cfg.targets
+        if targets.file is None and targets.kubernetes is None and targets.consul is None and targets.nomad is None:
+            return StaticTargets(targets.static)
+        key = (app, targets)
+        if key not in self._sources:
+            if targets.file is not None:
+                self._sources[key] = FileTargets(targets.file)
+            elif targets.kubernetes is not None:
+                self._sources[key] = KubernetesTargetSource.from_config(app, targets.kubernetes)
+            elif targets.consul is not None:
+                self._sources[key] = ConsulTargetSource.from_config(app, targets.consul)
+            else:
+                assert targets.nomad is not None
+                self._sources[key] = NomadTargetSource.from_config(app, targets.nomad)
+        return self._sources[key]
