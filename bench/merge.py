@@ -80,8 +80,9 @@ sys.path.insert(0, str(ROOT))
 
 import harness  # noqa: E402
 
+from profiling.atomicfile import atomic_write  # noqa: E402
 from profiling.codec import encode  # noqa: E402
-from profiling.fileio import atomic_write, read_profile  # noqa: E402
+from profiling.fileio import read_profile  # noqa: E402
 from profiling.parallel import merge_files  # noqa: E402
 
 

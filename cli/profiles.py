@@ -60,7 +60,7 @@ def _usable_cpus() -> int:
 
 def run_merge(args: argparse.Namespace) -> int:
     from profiling.codec import encode
-    from profiling.fileio import atomic_write
+    from profiling.atomicfile import atomic_write
     from profiling.parallel import merge_files
 
     if args.keep and not args.drop:

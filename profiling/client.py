@@ -29,7 +29,6 @@ import email.utils
 import json
 import os
 import stat
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from typing import Any, BinaryIO
 
 import httpx
 
+from .atomicfile import atomic_writer
 from .names import MAX_APP_NAME, is_valid_app_name
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_TIMEOUT", "Client", "ClientError", "Download", "ProfileInfo"]
@@ -178,30 +178,15 @@ class Client:
         if target.is_dir():
             raise ClientError(f"cannot write {target}: is a directory")
         request = self._http.build_request("GET", _app_path(app), params=_trim(trim))
+        written = 0
         with self._send(request) as response:
             try:
-                fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+                with atomic_writer(target) as f:
+                    for chunk in response.iter_bytes(CHUNK_SIZE):
+                        f.write(chunk)
+                        written += len(chunk)
             except OSError as exc:
                 raise ClientError(f"cannot write {target}: {_strerror(exc)}") from exc
-            try:
-                written = 0
-                try:
-                    with os.fdopen(fd, "wb") as f:
-                        for chunk in response.iter_bytes(CHUNK_SIZE):
-                            f.write(chunk)
-                            written += len(chunk)
-                        f.flush()
-                        os.fchmod(f.fileno(), _mode_for(target))
-                        os.fsync(f.fileno())
-                    os.replace(tmp, target)
-                except OSError as exc:
-                    raise ClientError(f"cannot write {target}: {_strerror(exc)}") from exc
-            except BaseException:
-                try:
-                    os.unlink(tmp)
-                except FileNotFoundError:
-                    pass
-                raise
         return written
 
     def delete(self, app: str) -> None:
@@ -402,16 +387,6 @@ def _last_modified(response: httpx.Response) -> datetime | None:
         return email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
-
-
-def _mode_for(target: Path) -> int:
-    """The permissions for a downloaded file: those of the file it replaces, else 0666 less the umask."""
-    try:
-        return stat.S_IMODE(target.stat().st_mode)
-    except OSError:
-        mask = os.umask(0o022)
-        os.umask(mask)
-        return 0o666 & ~mask
 
 
 def _display_url(url: httpx.URL) -> str:
