@@ -111,9 +111,6 @@ class Profile:
     def functions_by_id(self) -> dict[int, Function]:
         return dict(zip([fn.id for fn in self.functions], self.functions))
 
-    def mappings_by_id(self) -> dict[int, Mapping]:
-        return {m.id: m for m in self.mappings}
-
 
 # Builders that make rows straight from tuples without a Python-level __new__
 # call per row; the decoder and the merger make tens of thousands of them.
