@@ -1,18 +1,18 @@
 """Checking an uploaded profile before it is staged, and the form it is stored in.
 
-The engine (``profiling.codec.decode_tables``) decodes and validates it
-exactly as google/pprof would; unless any profile type is accepted, it must
-also be one Go's PGO can use (``profiling.trim.check_pgo_usable``), so that
-whatever is staged can later be merged and trimmed.
+The engine (``profiling.validate``) accepts exactly what its decoder accepts,
+as google/pprof would; unless any profile type is accepted, the profile must
+also be one Go's PGO can use, so that whatever is staged can later be merged
+and trimmed.
 """
 
 from __future__ import annotations
 
 import zlib
 
-from profiling.codec import GZIP_MAGIC, decode_tables
-from profiling.errors import ProfileError
-from profiling.trim import check_pgo_usable
+from profiling.codec import GZIP_MAGIC
+from profiling.errors import PgoUnusableError, ProfileError
+from profiling.validate import validate
 
 _STORE_COMPRESSLEVEL = 1
 
@@ -23,14 +23,11 @@ def profile_problem(data: bytes, max_decompressed: int, require_pgo: bool) -> st
     A plain function of plain values, so that it can run in a worker process.
     """
     try:
-        tables = decode_tables(data, max_decompressed=max_decompressed)
+        validate(data, max_decompressed=max_decompressed, require_pgo=require_pgo)
+    except PgoUnusableError as exc:
+        return f"profile cannot be used for Go's PGO: {exc}"
     except ProfileError as exc:
         return f"bad profile: {exc}"
-    if require_pgo:
-        try:
-            check_pgo_usable(tables)
-        except ProfileError as exc:
-            return f"profile cannot be used for Go's PGO: {exc}"
     return None
 
 

@@ -78,7 +78,11 @@ def decode(data: bytes, *, max_decompressed: int = DEFAULT_MAX_DECOMPRESSED) -> 
 
 def decode_tables(data: bytes, *, max_decompressed: int = DEFAULT_MAX_DECOMPRESSED) -> ProfileTables:
     """Decode and validate a pprof profile into columns (see tables.py)."""
-    raw = decompress(data, max_decompressed)
+    return decode_raw_tables(decompress(data, max_decompressed))
+
+
+def decode_raw_tables(raw: bytes | bytearray) -> ProfileTables:
+    """``decode_tables`` for uncompressed protobuf (``decompress``'s output)."""
     if not raw:
         raise ProfileError("empty profile")
     try:
@@ -148,7 +152,7 @@ class _Decoder:
 
     def tables(self) -> ProfileTables:
         msg = self.msg
-        _check_wire_types(chain([msg, msg.period_type], msg.sample_type, msg.mapping))
+        check_wire_types(chain([msg, msg.period_type], msg.sample_type, msg.mapping))
         t = ProfileTables()
         sample_types = tuple(self.value_type(vt, "sample type") for vt in msg.sample_type)
         t.header = Header(
@@ -198,12 +202,13 @@ class _Decoder:
         if not n:
             return
         columns = None
-        if self.canonical:
-            table = cols.FunctionColumns.FromString(b"".join(raws))
-            _check_wire_types([table])
+        joined = b"".join(raws)
+        if self.canonical and not packed_scalars(cols.ScalarsAsBytes, joined):
+            table = cols.FunctionColumns.FromString(joined)
+            check_wire_types([table])
             columns = _columns(n, table.id, table.name, table.system_name, table.filename, table.start_line)
         if columns is None:
-            _check_wire_types(self.msg.function)
+            check_wire_types(self.msg.function)
             columns = [list(c) for c in zip(*map(_function_fields, self.msg.function))]
         ids, names, system_names, filenames, start_lines = columns
         _check_ids(ids, "function")
@@ -239,8 +244,11 @@ class _Decoder:
         n = len(raws)
         # An empty Line (field 4, length 0) after each location marks where its
         # lines end; a real Line is never empty, as its function id is non-zero.
-        table = cols.LocationColumns.FromString(_LINE_END.join(raws))
-        _check_wire_types([table])
+        joined = _LINE_END.join(raws)
+        if packed_scalars(cols.LocationScalarsAsBytes, joined):
+            return False
+        table = cols.LocationColumns.FromString(joined)
+        check_wire_types([table])
         columns = _columns(n, table.id, table.mapping_id, table.address)
         entries = list(table.line)
         ends = [i for i, entry in enumerate(entries) if not entry]
@@ -248,8 +256,11 @@ class _Decoder:
             return False
         line_raws = [entry for entry in entries if entry]
         m = len(line_raws)
-        lines = cols.LineColumns.FromString(b"".join(line_raws))
-        _check_wire_types([lines])
+        joined_lines = b"".join(line_raws)
+        if packed_scalars(cols.ScalarsAsBytes, joined_lines):
+            return False
+        lines = cols.LineColumns.FromString(joined_lines)
+        check_wire_types([lines])
         line_columns = _columns(m, lines.function_id, lines.line, lines.column)
         if line_columns is None or (m and not all(line_columns[0])):
             return False
@@ -262,7 +273,7 @@ class _Decoder:
 
     @staticmethod
     def _location_rows(t: ProfileTables, locations: Sequence[pb.Location]) -> None:
-        _check_wire_types(chain(locations, chain.from_iterable(loc.line for loc in locations)))
+        check_wire_types(chain(locations, chain.from_iterable(loc.line for loc in locations)))
         rows = list(map(_location_fields, locations))
         ids, mapping_ids, addresses, line_msgs, folded = map(list, zip(*rows))
         t.location_ids, t.location_mapping_ids, t.location_addresses, t.location_folded = (
@@ -281,7 +292,7 @@ class _Decoder:
         rows = list(map(_sample_fields, self.msg.sample))
         if not rows:
             return
-        _check_wire_types(self.msg.sample)
+        check_wire_types(self.msg.sample)
         if n_types == 0:
             raise ProfileError("malformed profile: missing sample type information")
         t.sample_location_ids = [tuple(locs) for locs, _, _ in rows]
@@ -294,7 +305,7 @@ class _Decoder:
             raise ProfileError(f"malformed profile: a sample refers to unknown location {min(unknown)}")
         labelled = [labels for _, _, labels in rows if labels]
         if labelled:
-            _check_wire_types(chain.from_iterable(labelled))
+            check_wire_types(chain.from_iterable(labelled))
         t.sample_labels = [self.labels(labels) if labels else None for _, _, labels in rows]
 
     def labels(self, labels: Iterable[pb.Label]) -> Labels | None:
@@ -328,7 +339,7 @@ _UTF8 = repeat("utf-8")
 _SURROGATES = repeat("surrogateescape")
 
 
-def _check_wire_types(messages: Iterable[Message]) -> None:
+def check_wire_types(messages: Iterable[Message]) -> None:
     """Refuse a known field sent with the wrong wire type, as google/pprof's decoder does.
 
     Protobuf keeps such a field among the unknown fields of its message.
@@ -341,6 +352,13 @@ def _check_wire_types(messages: Iterable[Message]) -> None:
                 if field.field_number in known:
                     name = f"{msg.DESCRIPTOR.name}.{known[field.field_number].name}"
                     raise ProfileError(f"malformed profile: field {name} has the wrong wire type")
+
+
+def packed_scalars(probe: type[Message], rows: bytes) -> bool:
+    """Whether ``rows`` (concatenated messages) send a scalar field packed, which
+    google/pprof refuses; ``probe`` declares those fields as bytes (see columns.proto).
+    """
+    return bool(probe.FromString(rows).ListFields())
 
 
 def _columns(n: int, *fields: Sequence[int]) -> list[list[int]] | None:

@@ -8,6 +8,11 @@ class ProfileError(ValueError):
     """
 
 
+class PgoUnusableError(ProfileError):
+    """A valid profile that Go's PGO cannot use: no CPU sample type, a negative
+    weight, or no ``Function.start_line`` where the compiler looks."""
+
+
 class ConfigError(ValueError):
     """A configuration file or value that cannot be used; the message names where."""
 

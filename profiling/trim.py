@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .errors import ProfileError
+from .errors import PgoUnusableError
 from .model import Function, Line, Location, Profile, Sample, ValueType
 from .tables import ProfileTables
 
@@ -52,11 +52,11 @@ class EdgeMap:
 
 
 def pgo_value_index(sample_types: Sequence[ValueType]) -> int:
-    """Index of the sample type the compiler weighs samples by; ProfileError if none."""
+    """Index of the sample type the compiler weighs samples by; PgoUnusableError if none."""
     index = next((i for i, st in enumerate(sample_types) if (st.type, st.unit) in PGO_SAMPLE_TYPES), None)
     if index is None:
         types = ", ".join(map(str, sample_types)) or "none"
-        raise ProfileError(
+        raise PgoUnusableError(
             f"not a CPU profile: Go's PGO needs a samples/count or cpu/nanoseconds sample type (has {types})"
         )
     return index
@@ -65,7 +65,7 @@ def pgo_value_index(sample_types: Sequence[ValueType]) -> int:
 def pgo_edges(p: Profile) -> EdgeMap:
     """Compute the weighted call edges as ``cmd/internal/pgo`` does.
 
-    Raises ProfileError where the compiler would refuse the profile.
+    Raises PgoUnusableError where the compiler would refuse the profile.
     """
     index = pgo_value_index(p.sample_types)
     locations = p.locations_by_id()
@@ -96,7 +96,7 @@ def pgo_edges(p: Profile) -> EdgeMap:
         if w == 0:
             continue
         if w < 0:
-            raise ProfileError("cannot trim a profile with negative sample values for PGO")
+            raise PgoUnusableError("cannot trim a profile with negative sample values for PGO")
         seen_nodes: set[_Node] = set()
         seen_edges: set[tuple[_Node, _Node]] = set()
         parent: _Node | None = None
@@ -117,7 +117,7 @@ def pgo_edges(p: Profile) -> EdgeMap:
     live = {n for n, v in cum.items() if v} | {n for n, v in flat.items() if v}
     witness = next(((n[0], n[2], cum[n] or flat[n]) for n in live if n[2]), None)
     if live and witness is None:
-        raise ProfileError(
+        raise PgoUnusableError(
             "profile has no Function.start_line data, which Go's PGO needs "
             "(was the program built with Go older than 1.20?)"
         )
@@ -133,7 +133,7 @@ def pgo_edges(p: Profile) -> EdgeMap:
 
 
 def check_pgo_usable(t: ProfileTables) -> None:
-    """Raise ProfileError where ``pgo_edges`` would: Go's PGO cannot use this profile.
+    """Raise PgoUnusableError where ``pgo_edges`` would: Go's PGO cannot use this profile.
 
     Works on the decoded columns, without the row objects and the edge map
     that ``pgo_edges`` builds, for checking uploads cheaply.
@@ -144,24 +144,25 @@ def check_pgo_usable(t: ProfileTables) -> None:
     one function among those must have a ``start_line``.
     """
     index = pgo_value_index(t.header.sample_types)
-    function_start = dict(zip(t.function_ids, t.function_start_lines))
+    started = {f for f, start_line in zip(t.function_ids, t.function_start_lines) if start_line}
     starts, line_functions = t.line_starts, t.line_function_ids
-    has_start_line = {
-        location_id
-        for location_id, a, b in zip(t.location_ids, starts, starts[1:])
-        if any(function_start[f] for f in line_functions[a:b])
-    }
+    row_of = dict(zip(t.location_ids, range(len(t.location_ids))))
+
+    def has_start_line(location_id: int) -> bool:
+        row = row_of[location_id]
+        return not started.isdisjoint(line_functions[starts[row] : starts[row + 1]])
+
     live = witnessed = False
     for ids, values in zip(t.sample_location_ids, t.sample_values):
         weight = values[index]
         if weight <= 0 or not ids:
             if weight < 0:
-                raise ProfileError("cannot trim a profile with negative sample values for PGO")
+                raise PgoUnusableError("cannot trim a profile with negative sample values for PGO")
             continue
         live = True
-        witnessed = witnessed or ids[0] in has_start_line or (len(ids) > 1 and ids[1] in has_start_line)
+        witnessed = witnessed or any(map(has_start_line, ids[:2]))
     if live and not witnessed:
-        raise ProfileError(
+        raise PgoUnusableError(
             "profile has no Function.start_line data, which Go's PGO needs "
             "(was the program built with Go older than 1.20?)"
         )

@@ -13,15 +13,19 @@ import re
 import struct
 import tracemalloc
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 from google.protobuf.message import DecodeError
 
-from profiling.codec import DEFAULT_MAX_DECOMPRESSED, decode, decompress, encode, encode_raw
+from profiling.codec import DEFAULT_MAX_DECOMPRESSED, decode, decode_tables, decompress, encode, encode_raw
 from profiling.errors import ProfileError
 from profiling.model import Function, Labels, Line, Location, Mapping, Profile, Sample, ValueType
 from profiling.proto import profile_pb2 as pb
+from profiling.trim import check_pgo_usable
+from profiling.validate import _certainly_valid, validate
+from sample_profiles import cpu_profile, heap_profile
+from wire_cases import HEADER_RAW, UNUSUAL_ENCODINGS, field_varint, submessage, tag
 
 MiB = 1 << 20
 
@@ -109,16 +113,6 @@ def setting(get: Callable[[pb.Profile], object], field: str, value: int = OOB) -
 
 def const(data: bytes) -> Callable[[], bytes]:
     return lambda: data
-
-
-def field_varint(field: int, value: int) -> bytes:
-    """One varint-typed field, encoded even when ``value`` is 0 (proto3 would omit it)."""
-    out = bytearray([field << 3])
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
 
 
 def without_time(m: pb.Profile) -> bytes:
@@ -604,11 +598,11 @@ def test_round_trip_keeps_labels_and_inlined_lines() -> None:
 # Robustness: damaged bytes of a valid profile raise ProfileError and nothing else.
 
 
-def test_damaged_inputs_raise_only_profile_error() -> None:
-    rng = random.Random(20240601)
+def damaged_inputs(count: int = 3000, seed: int = 20240601) -> Iterator[bytes]:
+    """Valid profiles (raw and gzip) cut short, overwritten at random bytes, or with bytes inserted."""
+    rng = random.Random(seed)
     sources = [VALID_RAW, VALID_GZ, encode_raw(hand_built_profile())]
-    outcomes = {"ok": 0, "error": 0}
-    for i in range(3000):
+    for i in range(count):
         data = bytearray(rng.choice(sources))
         kind = i % 3
         if kind == 0:
@@ -619,8 +613,14 @@ def test_damaged_inputs_raise_only_profile_error() -> None:
         else:
             at = rng.randrange(len(data) + 1)
             data[at:at] = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 6)))
+        yield bytes(data)
+
+
+def test_damaged_inputs_raise_only_profile_error() -> None:
+    outcomes = {"ok": 0, "error": 0}
+    for data in damaged_inputs():
         try:
-            decode(bytes(data))
+            decode(data)
         except ProfileError as exc:
             assert type(exc) is ProfileError
             assert str(exc).strip() and "\n" not in str(exc), repr(str(exc))
@@ -633,19 +633,6 @@ def test_damaged_inputs_raise_only_profile_error() -> None:
 # ----------------------------------------------------------------------------------------------
 # Non-canonical and unusual encodings that google/pprof handles in its own way (checked
 # with the toolchain's vendored google/pprof profile package, see tests/pprofref).
-
-
-def tag(field: int, wire_type: int) -> bytes:
-    return bytes([(field << 3) | wire_type])
-
-
-def submessage(field: int, body: bytes) -> bytes:
-    assert len(body) < 128
-    return tag(field, 2) + bytes([len(body)]) + body
-
-
-HEADER = pb.Profile(string_table=["", "samples", "count", "f", "g"], sample_type=[pb.ValueType(type=1, unit=2)])
-HEADER_RAW = HEADER.SerializeToString()
 
 
 def test_truncated_function_message_is_refused() -> None:
@@ -681,6 +668,106 @@ def test_wrong_wire_type_is_refused() -> None:
     assert_profile_error(decode_error(HEADER_RAW + tag(9, 2) + b"\x01\x05"), r"invalid|malformed")
 
 
+@pytest.mark.parametrize("case", list(UNUSUAL_ENCODINGS))
+def test_unusual_encodings_are_decided_as_google_pprof_does(case: str) -> None:
+    data, accepted = UNUSUAL_ENCODINGS[case]
+    if accepted:
+        decode(data)
+    else:
+        assert_profile_error(decode_error(data), r"invalid|malformed|truncated|reserved id")
+
+
+def test_packed_scalar_in_a_row_names_the_field() -> None:
+    for case, field in [
+        ("function id packed", "Function.id"),
+        ("function start_line packed", "Function.start_line"),
+        ("location id packed", "Location.id"),
+        ("line function_id packed", "Line.function_id"),
+        ("label key packed", "Label.key"),
+    ]:
+        assert_profile_error(decode_error(UNUSUAL_ENCODINGS[case][0]), rf"field {field} has the wrong wire type")
+
+
 def test_non_utf8_string_is_accepted() -> None:
     raw = pb.Profile(string_table=["", "f"]).SerializeToString().replace(b"f", b"\xff")
     decode(raw)
+
+
+# ----------------------------------------------------------------------------------------------
+# validate: the quick check for uploads decides exactly as the decoder (and the PGO check) do.
+
+
+def decision(check: Callable[[], object]) -> str | None:
+    """None if ``check`` passes, else its ProfileError's type and message."""
+    try:
+        check()
+    except ProfileError as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def full_decision(data: bytes, require_pgo: bool, **kwargs: int) -> str | None:
+    def check() -> None:
+        tables = decode_tables(data, **kwargs)
+        if require_pgo:
+            check_pgo_usable(tables)
+
+    return decision(check)
+
+
+def assert_validate_agrees(data: bytes, require_pgo: bool = False, **kwargs: int) -> str | None:
+    expected = full_decision(data, require_pgo, **kwargs)
+    assert decision(lambda: validate(data, require_pgo=require_pgo, **kwargs)) == expected
+    return expected
+
+
+@pytest.mark.parametrize(("make", "kwargs", "pattern"), BAD_INPUTS)
+def test_validate_refuses_bad_input_as_decode(make: Callable[[], bytes], kwargs: dict, pattern: str) -> None:
+    assert assert_validate_agrees(make(), **kwargs) is not None
+
+
+@pytest.mark.parametrize("case", list(UNUSUAL_ENCODINGS))
+def test_validate_decides_unusual_encodings_as_decode(case: str) -> None:
+    data, accepted = UNUSUAL_ENCODINGS[case]
+    assert (assert_validate_agrees(data) is None) == accepted
+
+
+def test_validate_decides_damaged_inputs_as_decode() -> None:
+    refused = sum(assert_validate_agrees(data) is not None for data in damaged_inputs())
+    assert refused > 500
+
+
+@pytest.mark.parametrize(
+    "profile",
+    [
+        cpu_profile(),
+        cpu_profile(start_line=0),
+        heap_profile(),
+        Profile(sample_types=[ValueType("samples", "count")]),
+        Profile(
+            sample_types=[ValueType("samples", "count")],
+            samples=[Sample((1,), (-1,))],
+            locations=[Location(1, 0, 0, (Line(1, 3),))],
+            functions=[Function(1, "f", "f", "f.go", 1)],
+        ),
+        Profile(
+            sample_types=[ValueType("samples", "count")],
+            samples=[Sample((), (2,)), Sample((1,), (0,))],
+            locations=[Location(1, 0, 0, (Line(1, 3),))],
+            functions=[Function(1, "f", "f", "f.go", 0)],
+        ),
+        hand_built_profile(),
+    ],
+    ids=["cpu", "no start_line", "heap", "no samples", "negative weight", "no weighed location", "hand-built"],
+)
+def test_validate_checks_pgo_use_as_check_pgo_usable(profile: Profile) -> None:
+    for data in (encode(profile), encode_raw(profile)):
+        assert_validate_agrees(data, require_pgo=True)
+        assert_validate_agrees(data, require_pgo=False)
+
+
+def test_validate_takes_the_quick_path_for_well_formed_profiles() -> None:
+    # (real Go profiles: tests/test_go_toolchain.py)
+    assert _certainly_valid(encode_raw(hand_built_profile()), require_pgo=False)
+    assert _certainly_valid(encode_raw(cpu_profile()), require_pgo=True)
+    assert not _certainly_valid(encode_raw(cpu_profile(start_line=0)), require_pgo=True)

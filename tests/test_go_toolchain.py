@@ -9,13 +9,15 @@ from pathlib import Path
 import pytest
 
 import harness
-from profiling.codec import decode, encode
+from wire_cases import UNUSUAL_ENCODINGS
+from profiling.codec import decode, decompress, encode
 from profiling.fileio import read_profile
 from profiling.merge import compact, merge
 from profiling.parallel import merge_files
 from profiling.prune import prune
 from profiling.tables import to_profile
 from profiling.trim import trim_for_pgo
+from profiling.validate import _certainly_valid, validate
 
 pytestmark = pytest.mark.slow
 
@@ -50,6 +52,23 @@ def test_parallel_merge_equals_serial(cpu_profiles: list[Path]) -> None:
 def test_merge_matches_upstream_merge(cpu_profiles: list[Path], pprofref: Path, tmp_path: Path) -> None:
     subprocess.run([pprofref, "merge", tmp_path / "ref.pb.gz", *cpu_profiles], check=True)
     assert merge([read_profile(p) for p in cpu_profiles]) == read_profile(tmp_path / "ref.pb.gz")
+
+
+def test_unusual_encodings_are_decided_as_upstream_does(pprofref: Path, tmp_path: Path) -> None:
+    decisions = {}
+    for case, (data, _) in UNUSUAL_ENCODINGS.items():
+        path = tmp_path / "case.pb"
+        path.write_bytes(data)
+        decisions[case] = subprocess.run([pprofref, "parse", path], capture_output=True).returncode == 0
+    assert decisions == {case: accepted for case, (_, accepted) in UNUSUAL_ENCODINGS.items()}
+
+
+def test_validate_accepts_real_profiles_on_the_quick_path(cpu_profiles: list[Path], tmp_path: Path) -> None:
+    harness.pprof_merge(cpu_profiles, tmp_path / "pprof.pb.gz")
+    for path in [*cpu_profiles, tmp_path / "pprof.pb.gz"]:
+        data = path.read_bytes()
+        validate(data, require_pgo=True)
+        assert _certainly_valid(decompress(data), require_pgo=True), path.name
 
 
 def test_preprofile_identical_for_ours_and_pprof(cpu_profiles: list[Path], tmp_path: Path) -> None:

@@ -111,3 +111,57 @@ class LineColumns(_message.Message):
     line: _containers.RepeatedScalarFieldContainer[int]
     column: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, function_id: _Optional[_Iterable[int]] = ..., line: _Optional[_Iterable[int]] = ..., column: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class SampleRows(_message.Message):
+    __slots__ = ("sample",)
+    SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    sample: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, sample: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class SampleColumns(_message.Message):
+    __slots__ = ("location_id", "value", "label")
+    LOCATION_ID_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    location_id: _containers.RepeatedScalarFieldContainer[int]
+    value: _containers.RepeatedScalarFieldContainer[int]
+    label: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, location_id: _Optional[_Iterable[int]] = ..., value: _Optional[_Iterable[int]] = ..., label: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class LabelColumns(_message.Message):
+    __slots__ = ("key", "str", "num", "num_unit")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    STR_FIELD_NUMBER: _ClassVar[int]
+    NUM_FIELD_NUMBER: _ClassVar[int]
+    NUM_UNIT_FIELD_NUMBER: _ClassVar[int]
+    key: _containers.RepeatedScalarFieldContainer[int]
+    str: _containers.RepeatedScalarFieldContainer[int]
+    num: _containers.RepeatedScalarFieldContainer[int]
+    num_unit: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, key: _Optional[_Iterable[int]] = ..., str: _Optional[_Iterable[int]] = ..., num: _Optional[_Iterable[int]] = ..., num_unit: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class ScalarsAsBytes(_message.Message):
+    __slots__ = ("f1", "f2", "f3", "f4", "f5")
+    F1_FIELD_NUMBER: _ClassVar[int]
+    F2_FIELD_NUMBER: _ClassVar[int]
+    F3_FIELD_NUMBER: _ClassVar[int]
+    F4_FIELD_NUMBER: _ClassVar[int]
+    F5_FIELD_NUMBER: _ClassVar[int]
+    f1: _containers.RepeatedScalarFieldContainer[bytes]
+    f2: _containers.RepeatedScalarFieldContainer[bytes]
+    f3: _containers.RepeatedScalarFieldContainer[bytes]
+    f4: _containers.RepeatedScalarFieldContainer[bytes]
+    f5: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, f1: _Optional[_Iterable[bytes]] = ..., f2: _Optional[_Iterable[bytes]] = ..., f3: _Optional[_Iterable[bytes]] = ..., f4: _Optional[_Iterable[bytes]] = ..., f5: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class LocationScalarsAsBytes(_message.Message):
+    __slots__ = ("id", "mapping_id", "address", "is_folded")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    MAPPING_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    IS_FOLDED_FIELD_NUMBER: _ClassVar[int]
+    id: _containers.RepeatedScalarFieldContainer[bytes]
+    mapping_id: _containers.RepeatedScalarFieldContainer[bytes]
+    address: _containers.RepeatedScalarFieldContainer[bytes]
+    is_folded: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, id: _Optional[_Iterable[bytes]] = ..., mapping_id: _Optional[_Iterable[bytes]] = ..., address: _Optional[_Iterable[bytes]] = ..., is_folded: _Optional[_Iterable[bytes]] = ...) -> None: ...
