@@ -1,17 +1,23 @@
 """Where uploads are validated: in the request's thread, or in worker processes.
 
-Decoding and checking a profile is pure Python CPU work (about a millisecond
-for a 15 KB profile). In a threaded server it holds the GIL, so it runs on
-one core however many there are, and every thread waiting for I/O to finish
-(a store write, a socket) queues behind it. With ``workers > 0`` the checks
-run in a pool of processes instead: the server process keeps to HTTP and
-store I/O, and validation uses the other cores.
+Checking a profile is pure Python CPU work (about half a millisecond for a
+15 KB profile). In a threaded server it holds the GIL, so it runs on one core
+however many there are, and every thread waiting for I/O to finish (a store
+write, a socket) queues behind it. With ``workers > 0`` the checks run in
+worker processes instead: the server process keeps to HTTP and store I/O,
+and validation uses the other cores.
+
+Each worker is one process at the end of its own pipe. A request thread takes
+an idle worker, writes the body, reads the one-line answer and gives the
+worker back; no executor threads or pickled calls sit in between, since at
+thousands of uploads a second those cost the server process about as much as
+the HTTP itself.
 
 Workers start from a fork server (never by forking this threaded process),
 with the checking code preloaded, and ignore SIGINT: the server decides when
-they stop (``close``, after the last request). A worker that
-dies (killed, out of memory) breaks the pool: it is replaced, and the uploads
-it had are checked once more by the new one (a 503 if that fails too).
+they stop (``close``, after the last request). A worker that dies (killed,
+out of memory) is replaced, and its upload is checked once more by another
+(a 503 if that fails too).
 """
 
 from __future__ import annotations
@@ -19,17 +25,20 @@ from __future__ import annotations
 import ctypes
 import logging
 import multiprocessing
+import queue
 import signal
 import sys
 import threading
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 
 from .errors import bad_request, unavailable
 from .validation import profile_problem
 
 log = logging.getLogger("autopgo.api")
 _PR_SET_PDEATHSIG = 1
+_ACCEPTED = b""
+_CRASHED = b"\0"  # prefixes the error of a check that failed unexpectedly
 
 
 class ProfileChecker:
@@ -42,7 +51,14 @@ class ProfileChecker:
         self.require_pgo = require_pgo
         self.workers = workers
         self._lock = threading.Lock()
-        self._pool = self._new_pool() if workers else None
+        self._running: list[_Worker] = []
+        self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
+        if workers:
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["api.validation"])
+            self._context = context
+            for _ in range(workers):
+                self._idle.put(self._start_worker())
 
     def check(self, data: bytes) -> None:
         problem = self._problem(data)
@@ -50,60 +66,103 @@ class ProfileChecker:
             raise bad_request(problem)
 
     def _problem(self, data: bytes) -> str | None:
-        for _ in range(2):  # a pool found broken is replaced, and the upload tried once more
-            pool = self._pool
-            if pool is None:
-                return profile_problem(data, self.max_decompressed, self.require_pgo)
+        if not self.workers:
+            return profile_problem(data, self.max_decompressed, self.require_pgo)
+        for _ in range(2):  # a worker found dead is replaced, and the upload tried once more
+            worker = self._idle.get()
             try:
-                return pool.submit(profile_problem, data, self.max_decompressed, self.require_pgo).result()
-            except BrokenProcessPool:
-                log.error("a validation worker died; starting a new pool")
-                self._replace(pool)
+                answer = worker.ask(data)
+            except (EOFError, OSError):
+                log.error("validation worker %d died; starting another", worker.process.pid)
+                self._idle.put(self._replace(worker))
+                continue
+            self._idle.put(worker)
+            if answer.startswith(_CRASHED):
+                raise RuntimeError(f"checking the profile failed: {answer[1:].decode()}")
+            return answer.decode() if answer else None
         raise unavailable("the profile could not be checked (a worker process died); try again")
 
-    def _new_pool(self) -> ProcessPoolExecutor:
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["api.validation"])
-        pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=_worker_init)
-        # start every worker now, so that the first uploads do not wait for them
-        for future in [pool.submit(_ready) for _ in range(self.workers)]:
-            future.result()
-        return pool
-
-    def _replace(self, broken: ProcessPoolExecutor) -> None:
+    def _start_worker(self) -> _Worker:
+        ours, theirs = self._context.Pipe()
+        process = self._context.Process(
+            target=_worker_main,
+            args=(theirs, self.max_decompressed, self.require_pgo),
+            name="autopgo-validation",
+            daemon=True,
+        )
+        process.start()
+        theirs.close()  # so that our end sees EOF when the worker dies
+        worker = _Worker(process, ours)
         with self._lock:
-            if self._pool is broken:
-                self._pool = self._new_pool()
-        broken.shutdown(wait=False, cancel_futures=True)
+            self._running.append(worker)
+        return worker
+
+    def _replace(self, dead: _Worker) -> _Worker:
+        with self._lock:
+            self._running.remove(dead)
+        dead.stop()
+        return self._start_worker()
 
     def worker_pids(self) -> list[int]:
         """The worker processes' ids (for diagnostics and tests)."""
-        pool = self._pool
-        processes = getattr(pool, "_processes", None) or {}
-        return sorted(processes)
+        with self._lock:
+            return sorted(w.process.pid for w in self._running if w.process.pid is not None)
 
     def close(self) -> None:
+        """Stop the workers; call after the last request."""
         with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            running, self._running = self._running, []
+        for worker in running:
+            worker.stop()
 
 
-def _worker_init() -> None:
+class _Worker:
+    def __init__(self, process: BaseProcess, connection: Connection) -> None:
+        self.process = process
+        self.connection = connection
+
+    def ask(self, data: bytes) -> bytes:
+        """Send an upload, return the worker's answer (EOFError or OSError if it died)."""
+        self.connection.send_bytes(data)
+        return self.connection.recv_bytes()
+
+    def stop(self) -> None:
+        self.connection.close()  # the worker reads EOF and exits
+        self.process.join(10)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+
+
+def _worker_main(connection: Connection, max_decompressed: int, require_pgo: bool) -> None:
+    _ignore_interrupts()
+    serve(connection, max_decompressed, require_pgo)
+
+
+def serve(connection: Connection, max_decompressed: int, require_pgo: bool) -> None:
+    """Answer each upload read from ``connection`` until it closes: ``b""`` for a good
+    one, the problem for a bad one, and an error for a check that failed unexpectedly."""
+    while True:
+        try:
+            data = connection.recv_bytes()
+        except EOFError:
+            return
+        try:
+            problem = profile_problem(data, max_decompressed, require_pgo)
+            answer = _ACCEPTED if problem is None else problem.encode()
+        except Exception as exc:  # noqa: BLE001 - a bug, reported to the request rather than killing the worker
+            answer = _CRASHED + f"{type(exc).__name__}: {exc}".encode()
+        connection.send_bytes(answer)
+
+
+def _ignore_interrupts() -> None:
     """Ignore SIGINT, which a terminal sends the whole process group: the server decides when
     workers stop (``close``, once requests in flight are done).
 
-    SIGTERM keeps its default: the pool itself stops a broken pool's workers
-    with it (so send SIGTERM to the server process only, as Kubernetes does;
-    under systemd use ``KillMode=mixed``). On Linux a worker also dies with its
-    parent, the fork server, which ends with the server process, so that a
-    killed server leaves no workers behind.
+    On Linux a worker also dies with its parent, the fork server, which ends
+    with the server process, so that a killed server leaves no workers behind.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if sys.platform == "linux":
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-
-
-def _ready() -> bool:
-    return True

@@ -11,9 +11,11 @@ import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from multiprocessing import Pipe
 from pathlib import Path
 
 import httpx
@@ -31,6 +33,7 @@ from apiserver import (
     thread_server,
 )
 
+from api import workers
 from api.config import EventsConfig, parse_size, resolve_blob_url
 from sample_profiles import cpu_profile, heap_profile
 from api.limits import Limits
@@ -948,6 +951,28 @@ def test_validation_in_worker_processes(store: BlobStore, sink: RecordingSink, c
         assert statuses == [201, 201, 201]  # a fresh pool takes over
         assert len(checker.worker_pids()) == 2
     assert running.api.checker.worker_pids() == []
+
+
+def test_worker_loop_answers_each_upload(monkeypatch: pytest.MonkeyPatch) -> None:
+    ours, theirs = Pipe()
+    loop = threading.Thread(target=workers.serve, args=(theirs, MAX_DECOMPRESSED, True))
+    loop.start()
+    ours.send_bytes(CPU)
+    assert ours.recv_bytes() == b""
+    ours.send_bytes(b"garbage")
+    assert ours.recv_bytes().decode().startswith("bad profile: not a pprof profile")
+    ours.send_bytes(encode(heap_profile()))
+    assert ours.recv_bytes().decode().startswith("profile cannot be used for Go's PGO: not a CPU profile")
+
+    def broken(*args: object) -> None:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(workers, "profile_problem", broken)
+    ours.send_bytes(CPU)
+    assert ours.recv_bytes() == b"\0KeyError: 'a bug'"  # the worker lives on
+    ours.close()
+    loop.join(5)
+    assert not loop.is_alive()  # EOF ends it
 
 
 def test_access_log_line(client: httpx.Client, caplog: pytest.LogCaptureFixture) -> None:
