@@ -975,11 +975,18 @@ def test_worker_loop_answers_each_upload(monkeypatch: pytest.MonkeyPatch) -> Non
     assert not loop.is_alive()  # EOF ends it
 
 
+def access_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "autopgo.api.access"]
+
+
 def test_access_log_line(client: httpx.Client, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO, logger="autopgo.api.access"):
         client.get("/api/profile/svc?trim=pgo")
         client.post("/api/profile/svc", content=CPU)
-    lines = [r.getMessage() for r in caplog.records if r.name == "autopgo.api.access"]
+        deadline = time.monotonic() + 5
+        while len(access_lines(caplog)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)  # the server logs a request just after answering it
+    lines = access_lines(caplog)
     assert re.fullmatch(r'127\.0\.0\.1 "GET /api/profile/svc\?trim=pgo" 404 \d+ \d+\.\dms', lines[0]), lines
     assert re.fullmatch(r'127\.0\.0\.1 "POST /api/profile/svc" 201 \d+ \d+\.\dms', lines[1]), lines
 
