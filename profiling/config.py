@@ -67,17 +67,26 @@ class KubernetesTargets:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientTLS:
+    """How a Consul or Nomad client uses TLS (keys ``ca_file``, ``cert_file``, ``key_file``,
+    ``tls_skip_verify`` and ``tls_server_name`` in the file); unset ones come from the
+    environment, as the Consul and Nomad CLIs take them."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    skip_verify: bool | None = None
+    server_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ConsulTargets:
     """Consul catalog services tagged for the app; unset settings come from ``CONSUL_*``."""
 
     address: str | None = None
     token: str | None = None
     datacenter: str | None = None
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    tls_skip_verify: bool | None = None
-    tls_server_name: str | None = None
+    tls: ClientTLS = ClientTLS()
     timeout: float = DEFAULT_DISCOVERY_TIMEOUT.total_seconds()
 
 
@@ -89,11 +98,7 @@ class NomadTargets:
     token: str | None = None
     namespace: str | None = None
     region: str | None = None
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    tls_skip_verify: bool | None = None
-    tls_server_name: str | None = None
+    tls: ClientTLS = ClientTLS()
     timeout: float = DEFAULT_DISCOVERY_TIMEOUT.total_seconds()
 
 
@@ -250,7 +255,14 @@ def _scrape(value: Any, where: str, base: Path) -> ScrapeConfig:
 
 
 TARGET_MODES = ("file", "static", "kubernetes", "consul", "nomad")
-_TLS_KEYS = {"ca_file", "cert_file", "key_file", "tls_skip_verify", "tls_server_name", "timeout"}
+# file key -> ClientTLS field
+_TLS_KEYS = {
+    "ca_file": "ca_file",
+    "cert_file": "cert_file",
+    "key_file": "key_file",
+    "tls_skip_verify": "skip_verify",
+    "tls_server_name": "server_name",
+}
 
 
 def _targets(value: Any, where: str, base: Path) -> TargetsConfig:
@@ -266,10 +278,10 @@ def _targets(value: Any, where: str, base: Path) -> TargetsConfig:
     if "kubernetes" in raw:
         return TargetsConfig(kubernetes=_kubernetes(raw["kubernetes"], f"{where}.kubernetes", base))
     if "consul" in raw:
-        keys = {"address", "token", "datacenter"} | _TLS_KEYS
+        keys = {"address", "token", "datacenter", "timeout", *_TLS_KEYS}
         consul = _mapping({} if raw["consul"] is None else raw["consul"], f"{where}.consul", keys)
         return TargetsConfig(consul=ConsulTargets(**_api_settings(consul, f"{where}.consul", base)))
-    keys = {"address", "token", "namespace", "region"} | _TLS_KEYS
+    keys = {"address", "token", "namespace", "region", "timeout", *_TLS_KEYS}
     nomad = _mapping({} if raw["nomad"] is None else raw["nomad"], f"{where}.nomad", keys)
     return TargetsConfig(nomad=NomadTargets(**_api_settings(nomad, f"{where}.nomad", base)))
 
@@ -312,6 +324,7 @@ def _api_settings(raw: Mapping[str, Any], where: str, base: Path) -> dict[str, A
     address = out.get("address")
     if address is not None and ("://" in address and not address.startswith(("http://", "https://"))):
         raise ConfigError(f"{where}.address: expected host:port, http://host:port or https://host:port, not {address!r}")
+    out["tls"] = ClientTLS(**{field: out.pop(key) for key, field in _TLS_KEYS.items() if key in out})
     return out
 
 

@@ -28,6 +28,7 @@ from fakeapis import (
     server_context,
 )
 from profiling.config import (
+    ClientTLS,
     ConsulTargets,
     KubernetesTargets,
     NomadTargets,
@@ -502,9 +503,11 @@ def test_config_modes(tmp_path: Path) -> None:
         " cert_file: c.pem, key_file: k.pem, tls_skip_verify: false, tls_server_name: consul.service}\n"
     ) == TargetsConfig(
         consul=ConsulTargets(
-            address="https://consul:8501", token="t", datacenter="dc2", ca_file=tmp_path / "ca.pem",
-            cert_file=tmp_path / "c.pem", key_file=tmp_path / "k.pem", tls_skip_verify=False,
-            tls_server_name="consul.service",
+            address="https://consul:8501", token="t", datacenter="dc2",
+            tls=ClientTLS(
+                ca_file=tmp_path / "ca.pem", cert_file=tmp_path / "c.pem", key_file=tmp_path / "k.pem",
+                skip_verify=False, server_name="consul.service",
+            ),
         )  # fmt: skip
     )
     assert targets_of("consul: {}\n") == TargetsConfig(consul=ConsulTargets())

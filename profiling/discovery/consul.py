@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 from ..targets import Target
 from . import DEFAULT_TIMEOUT, SCRAPE, DiscoveryError, HttpSource, make_target, tag_map, wanted
-from .tls import TLSSettings, env_bool
+from .tls import TLSSettings, client_tls, env_bool
 
 if TYPE_CHECKING:
     from ..config import ConsulTargets
@@ -59,15 +59,7 @@ class ConsulTargetSource(HttpSource):
                 token = Path(token_file).read_text().strip() or None
             except OSError as exc:
                 raise DiscoveryError(f"consul: cannot read CONSUL_HTTP_TOKEN_FILE {token_file}: {exc.strerror}") from None
-        verify = not cfg.tls_skip_verify if cfg.tls_skip_verify is not None else env_bool(env.get("CONSUL_HTTP_SSL_VERIFY"), True)
-        tls = TLSSettings(
-            ca_file=_path(pick(cfg.ca_file, "CONSUL_CACERT")),
-            ca_path=_path(env.get("CONSUL_CAPATH")),
-            cert_file=_path(pick(cfg.cert_file, "CONSUL_CLIENT_CERT")),
-            key_file=_path(pick(cfg.key_file, "CONSUL_CLIENT_KEY")),
-            verify=verify,
-            server_name=pick(cfg.tls_server_name, "CONSUL_TLS_SERVER_NAME"),
-        )
+        tls = client_tls(cfg.tls, env, "CONSUL", verify=env_bool(env.get("CONSUL_HTTP_SSL_VERIFY"), True))
         return cls(
             app,
             pick(cfg.address, "CONSUL_HTTP_ADDR") or DEFAULT_ADDR,
@@ -128,7 +120,3 @@ def base_url(address: str, use_tls: bool, source: str) -> str:
     if not address:
         raise DiscoveryError(f"{source}: no address")
     return f"{'https' if use_tls else 'http'}://{address}"
-
-
-def _path(value: str | Path | None) -> Path | None:
-    return Path(value) if value else None

@@ -21,8 +21,8 @@ import httpx
 
 from ..targets import Target
 from . import DEFAULT_TIMEOUT, HttpSource, make_target, tag_map, wanted
-from .consul import _path, base_url
-from .tls import TLSSettings, env_bool
+from .consul import base_url
+from .tls import TLSSettings, client_tls, env_bool
 
 if TYPE_CHECKING:
     from ..config import NomadTargets
@@ -57,15 +57,7 @@ class NomadTargetSource(HttpSource):
         def pick(value: Any, name: str) -> Any:
             return value if value is not None else (env.get(name) or None)
 
-        verify = not cfg.tls_skip_verify if cfg.tls_skip_verify is not None else not env_bool(env.get("NOMAD_SKIP_VERIFY"), False)
-        tls = TLSSettings(
-            ca_file=_path(pick(cfg.ca_file, "NOMAD_CACERT")),
-            ca_path=_path(env.get("NOMAD_CAPATH")),
-            cert_file=_path(pick(cfg.cert_file, "NOMAD_CLIENT_CERT")),
-            key_file=_path(pick(cfg.key_file, "NOMAD_CLIENT_KEY")),
-            verify=verify,
-            server_name=pick(cfg.tls_server_name, "NOMAD_TLS_SERVER_NAME"),
-        )
+        tls = client_tls(cfg.tls, env, "NOMAD", verify=not env_bool(env.get("NOMAD_SKIP_VERIFY"), False))
         return cls(
             app,
             pick(cfg.address, "NOMAD_ADDR") or DEFAULT_ADDR,

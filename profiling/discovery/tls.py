@@ -10,9 +10,12 @@ from __future__ import annotations
 import os
 import ssl
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from ..config import ClientTLS
 from . import DiscoveryError
 
 
@@ -82,3 +85,25 @@ def env_bool(value: str | None, default: bool) -> bool:
     if value is None or not value.strip():
         return default
     return value.strip().lower() in ("1", "t", "true", "yes", "y", "on")
+
+
+def client_tls(cfg: ClientTLS, env: Mapping[str, str], prefix: str, verify: bool) -> TLSSettings:
+    """``cfg`` completed from the environment as the Consul and Nomad CLIs read it:
+    ``{prefix}_CACERT``, ``_CAPATH``, ``_CLIENT_CERT``, ``_CLIENT_KEY`` and
+    ``_TLS_SERVER_NAME``; ``verify`` is what the environment says when ``cfg`` does not."""
+
+    def pick(value: Any, name: str) -> Any:
+        return value if value is not None else (env.get(f"{prefix}_{name}") or None)
+
+    return TLSSettings(
+        ca_file=_as_path(pick(cfg.ca_file, "CACERT")),
+        ca_path=_as_path(env.get(f"{prefix}_CAPATH")),
+        cert_file=_as_path(pick(cfg.cert_file, "CLIENT_CERT")),
+        key_file=_as_path(pick(cfg.key_file, "CLIENT_KEY")),
+        verify=not cfg.skip_verify if cfg.skip_verify is not None else verify,
+        server_name=pick(cfg.server_name, "TLS_SERVER_NAME"),
+    )
+
+
+def _as_path(value: str | Path | None) -> Path | None:
+    return Path(value) if value else None
