@@ -35,7 +35,7 @@ from __future__ import annotations
 import io
 import logging
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, BinaryIO
@@ -264,31 +264,27 @@ class S3Store:
 
     def open(self, key: str) -> tuple[BlobInfo, BinaryIO]:
         """The object's info and a buffered stream of its body (read as you go)."""
-        full = self._full(key)
-        try:
-            response = self._client.get_object(Bucket=self.bucket, Key=full)
-        except ClientError as exc:
-            if self._not_found(exc):
-                raise BlobNotFoundError(key) from None
-            raise self._error("read", key, exc) from None
-        except BotoCoreError as exc:
-            raise self._error("read", key, exc) from None
-        info = self._info(key, response["ContentLength"], response["LastModified"], response["ETag"])
+        info, response = self._object("read", key, self._client.get_object)
         stream = io.BufferedReader(_BodyReader(response["Body"], self._where(key)), buffer_size=1 << 16)
         return info, stream  # type: ignore[return-value]  # BufferedReader is a BinaryIO
 
     def stat(self, key: str) -> BlobInfo:
         """The object's info (a HEAD request); BlobNotFoundError if there is none."""
-        full = self._full(key)
+        info, _ = self._object("stat", key, self._client.head_object)
+        return info
+
+    def _object(self, action: str, key: str, request: Callable[..., dict[str, Any]]) -> tuple[BlobInfo, dict[str, Any]]:
+        """A GET or HEAD of ``key``: the object's info and the response; BlobNotFoundError if
+        there is no object, BlobStoreError if the request fails."""
         try:
-            response = self._client.head_object(Bucket=self.bucket, Key=full)
+            response = request(Bucket=self.bucket, Key=self._full(key))
         except ClientError as exc:
             if self._not_found(exc):
                 raise BlobNotFoundError(key) from None
-            raise self._error("stat", key, exc) from None
+            raise self._error(action, key, exc) from None
         except BotoCoreError as exc:
-            raise self._error("stat", key, exc) from None
-        return self._info(key, response["ContentLength"], response["LastModified"], response["ETag"])
+            raise self._error(action, key, exc) from None
+        return self._info(key, response["ContentLength"], response["LastModified"], response["ETag"]), response
 
     def delete(self, key: str) -> bool:
         """Remove the object; False if there was none.
