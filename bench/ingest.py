@@ -27,10 +27,10 @@ What it measures
     work the ceiling does not do (decoding each profile, fsyncing it).
 
 Profiles
-    The CPU profiles cached by bench/merge.py in bench/.data/profiles/ (they
-    are 10-25 KB). When there are none, the Go test service (tests/goservice)
-    is built into bench/.data/ and scraped for ``--scrape`` profiles (about
-    two seconds each).
+    ``--scrape`` (16) real CPU profiles of about 25 KB each, cached in
+    bench/.data/ingest-profiles/ (git-ignored): the first run builds the Go
+    test service (tests/goservice) into bench/.data/ and scrapes a fresh
+    instance of it for 2 seconds per profile.
 
 How to run (by hand, from the project root; never by pytest)
     .venv/bin/python bench/ingest.py
@@ -56,11 +56,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = ROOT / "bench" / ".data"
-PROFILE_DIR = DATA_DIR / "profiles"
+PROFILE_DIR = DATA_DIR / "ingest-profiles"
+PROFILE_SECONDS = 2
 CLIENTS = 16
 DEFAULT_REQUESTS = 2000
 DEFAULT_WARMUP = 200
-DEFAULT_SCRAPE = 8
+DEFAULT_SCRAPE = 16
 TARGET_SHARE = 0.70
 TARGET_P99_MS = 100.0
 APP = "bench"
@@ -82,14 +83,19 @@ def load_profiles(scrape: int) -> list[bytes]:
 def scrape_profiles(n: int) -> list[Path]:
     import harness
 
-    print(f"no cached profiles: building the Go test service into {DATA_DIR} and scraping {n} ...", flush=True)
+    print(
+        f"no cached profiles: building the Go test service into {DATA_DIR} and scraping {n} "
+        f"({PROFILE_SECONDS}s each) ...",
+        flush=True,
+    )
     PROFILE_DIR.mkdir(parents=True, exist_ok=True)
     binary = harness.build_service(DATA_DIR)
     paths = []
-    with harness.Service(binary).start() as service:
-        for i in range(n):
+    for i in range(n):
+        # a fresh instance each time: the service's profiles grow with its uptime
+        with harness.Service(binary).start() as service:
             path = PROFILE_DIR / f"cpu{i:03d}.pb.gz"
-            path.write_bytes(service.profile(seconds=2))
+            path.write_bytes(service.profile(seconds=PROFILE_SECONDS))
             paths.append(path)
     return paths
 
