@@ -227,7 +227,11 @@ def autopgo_tool() -> Tool:
     def command(out: Path, inputs: Sequence[Path]) -> list[str]:
         return [str(script), "merge", "-o", str(out), *map(str, inputs)]
 
-    return Tool("autopgo", command, dict(os.environ))
+    # As installed code runs: with its bytecode cached (the warm-up run writes it),
+    # not compiled again on every start.
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return Tool("autopgo", command, env)
 
 
 def pprof_tool(home: Path) -> Tool:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from datetime import timezone
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -113,6 +112,8 @@ def run_download(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
+    from datetime import timezone
+
     with _client(args) as api:
         profiles = api.list()
     if not profiles:

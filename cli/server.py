@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from collections.abc import Mapping
@@ -97,6 +96,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_server(args: argparse.Namespace) -> int:
+    import logging
+
     from api.config import EventsConfig, ServerConfig, default_workers, parse_size, resolve_blob_url
     from api.limits import Limits
     from api.server import create_server, serve
