@@ -43,7 +43,7 @@ from profiling.blobs import BlobStore
 from profiling.codec import decode, encode, encode_raw
 from profiling.errors import BlobStoreError, ProfileError
 from profiling.events import DELETED, UPLOADED, Event, EventError
-from profiling.model import Function, Line, Location, Mapping, Profile, Sample, ValueType
+from profiling.model import Profile, Sample, ValueType
 from profiling.proto import profile_pb2 as pb
 from profiling.prefect_events import PrefectEventSink, prefect_event
 from profiling.stores import open_store

@@ -14,11 +14,11 @@ import pytest
 
 from profiling.batches import BATCH_COMMENT, SINCE_COMMENT, merge_pending, read_merged
 from profiling.cleaning import CleanRule, clean
-from profiling.codec import decode, encode
+from profiling.codec import encode
 from profiling.deletion import delete_app, has_data, mark_deleted
 from profiling.merge import merge
 from profiling.model import Function, Line, Location, Profile, Sample, ValueType
-from profiling.names import batch_key, merged_key, new_staging_key, rejected_prefix, staging_prefix
+from profiling.names import merged_key, new_staging_key, rejected_prefix, staging_prefix
 from profiling.rules import PruneRule
 from profiling.stores import open_store
 from profiling.tables import to_profile

@@ -12,7 +12,7 @@ import pytest
 
 from cli.main import main
 from profiling.codec import decode, encode
-from profiling.model import Function, Line, Location, Mapping, Profile, Sample, ValueType
+from profiling.model import Profile, ValueType
 from sample_profiles import cpu_profile, heap_profile
 
 AUTOPGO = Path(sys.executable).with_name("autopgo")

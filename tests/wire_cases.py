@@ -39,6 +39,7 @@ HEADER_RAW = pb.Profile(
 ).SerializeToString()
 FUNCTION_7 = submessage(5, field_varint(1, 7) + field_varint(2, 3))
 LOCATION_2 = submessage(4, field_varint(1, 2) + submessage(4, field_varint(1, 7)))
+LINE_7_REPEATED = field_varint(1, 7) + field_varint(2, 10) + field_varint(2, 11)  # Line.line twice
 
 # name -> (profile bytes, whether google/pprof's decoder accepts them)
 UNUSUAL_ENCODINGS: dict[str, tuple[bytes, bool]] = {
@@ -54,7 +55,7 @@ UNUSUAL_ENCODINGS: dict[str, tuple[bytes, bool]] = {
     "repeated scalar in a line": (
         HEADER_RAW
         + FUNCTION_7
-        + submessage(4, field_varint(1, 1) + submessage(4, field_varint(1, 7) + field_varint(2, 10) + field_varint(2, 11))),
+        + submessage(4, field_varint(1, 1) + submessage(4, LINE_7_REPEATED)),
         True,
     ),
     "explicit zero fields": (HEADER_RAW + submessage(5, field_varint(1, 7) + field_varint(3, 0)), True),
