@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from email.message import Message
 from http import HTTPStatus
+from io import BufferedIOBase
 from typing import BinaryIO
 
 from profiling.codec import DEFAULT_MAX_DECOMPRESSED
@@ -45,7 +46,7 @@ def too_large(limit: int, size: int | None = None) -> ApiError:
 class BodyReader:
     """Reads one request's body from the connection, at most once."""
 
-    def __init__(self, rfile: BinaryIO, headers: Message, limit: int) -> None:
+    def __init__(self, rfile: BinaryIO | BufferedIOBase, headers: Message, limit: int) -> None:
         self._rfile = rfile
         self._limit = limit
         self.chunked, self.length = _framing(headers)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
+from typing import Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from profiling.names import MAX_APP_NAME, is_valid_app_name
@@ -102,7 +103,7 @@ class Router:
         raise not_found(f"no such endpoint: {parsed.path[:200]}")
 
 
-def _match_segments(pattern: tuple[str, ...], segments: tuple[str, ...]) -> str | None | bool:
+def _match_segments(pattern: tuple[str, ...], segments: tuple[str, ...]) -> str | None | Literal[False]:
     """The app segment if ``segments`` fit ``pattern`` (None if it has none); False if they do not."""
     if len(pattern) != len(segments):
         return False

@@ -24,8 +24,9 @@ from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from io import BufferedIOBase
 from types import FrameType
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from profiling.errors import BlobStoreError
 
@@ -37,6 +38,9 @@ from .handlers import ProfileApi
 from .limits import BodyReader
 from .messages import Request, Response, json_response
 from .sinks import open_sink
+
+if TYPE_CHECKING:
+    from profiling.targets import TargetSource
 
 log = logging.getLogger("autopgo.api")
 access_log = logging.getLogger("autopgo.api.access")
@@ -103,7 +107,7 @@ class RequestHandler(BaseHTTPRequestHandler):
     # ------------------------------------------------------------ connection
 
     def setup(self) -> None:
-        self.timeout = self.server.read_timeout
+        self.timeout = self.server.read_timeout  # type: ignore[misc]  # per server, read by setup()
         super().setup()
 
     def handle_one_request(self) -> None:
@@ -287,7 +291,7 @@ def error_response(error: ApiError) -> Response:
     return json_response(error.status, {"message": error.message}, error.headers)
 
 
-def _copy(source: BinaryIO, target: BinaryIO) -> int:
+def _copy(source: BinaryIO, target: BinaryIO | BufferedIOBase) -> int:
     sent = 0
     read, write = source.read, target.write
     while chunk := read(_COPY_CHUNK):
@@ -299,7 +303,7 @@ def _copy(source: BinaryIO, target: BinaryIO) -> int:
 # ---------------------------------------------------------------- running
 
 
-def _target_sources(pipeline_config: str | None) -> dict[str, object]:
+def _target_sources(pipeline_config: str | None) -> dict[str, TargetSource]:
     """The discovery sources (those with a check) of the apps in autopgo.yaml, if one is given."""
     if not pipeline_config:
         return {}
@@ -307,7 +311,7 @@ def _target_sources(pipeline_config: str | None) -> dict[str, object]:
     from profiling.discovery.sources import SourceCache
 
     cache = SourceCache()
-    sources = {}
+    sources: dict[str, TargetSource] = {}
     for app in load_config(pipeline_config).apps:
         if app.scrape is not None:
             source = cache.source(app.name, app.scrape)

@@ -132,9 +132,10 @@ class Client:
         input is read whole first. The server checks the profile, not the client.
         """
         path = _app_path(app)
+        body: bytes | Iterator[bytes]
         if isinstance(data, (bytes, bytearray, memoryview)):
-            body: bytes | Iterator[bytes] = bytes(data)
-            length = len(body)
+            body = bytes(data)
+            length = len(data)
         else:
             body, length = _file_body(data)
         request = self._http.build_request(

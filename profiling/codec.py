@@ -447,14 +447,14 @@ def _to_message(t: ProfileTables) -> cols.ByteStringProfile:
 
 
 def _encode_labels(labels: Labels, intern: Callable[[str], int]) -> list[pb.Label]:
-    out = []
-    for key, values in labels.strings:
+    out: list[pb.Label] = []
+    for key, texts in labels.strings:
         k = intern(key)
-        out.extend(pb.Label(key=k, str=intern(v)) for v in values)
-    for key, values, units in labels.numbers:
+        out.extend(pb.Label(key=k, str=intern(v)) for v in texts)
+    for key, numbers, units in labels.numbers:
         k = intern(key)
         if units:
-            out.extend(pb.Label(key=k, num=v, num_unit=intern(u)) for v, u in zip(values, units))
+            out.extend(pb.Label(key=k, num=v, num_unit=intern(u)) for v, u in zip(numbers, units))
         else:
-            out.extend(pb.Label(key=k, num=v) for v in values)
+            out.extend(pb.Label(key=k, num=v) for v in numbers)
     return out

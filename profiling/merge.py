@@ -162,6 +162,7 @@ class Merger:
         lines: list[_Line] = list(zip(line_functions, t.line_numbers, t.line_columns))
         n = len(t.location_ids)
         starts = t.line_starts
+        location_lines: list[tuple[_Line, ...]]
         if starts == list(range(n + 1)):  # one line each, the common case
             location_lines = list(zip(lines))
         else:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+from typing import TypeGuard
 
 MAX_APP_NAME = 63
 _APP_NAME = re.compile(r"[a-z0-9-]{1,%d}" % MAX_APP_NAME)
 
 
-def is_valid_app_name(app: str) -> bool:
+def is_valid_app_name(app: object) -> TypeGuard[str]:
     """1 to 63 characters, each a lower-case letter, a digit or '-'."""
     return isinstance(app, str) and _APP_NAME.fullmatch(app) is not None
 

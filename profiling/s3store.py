@@ -82,7 +82,7 @@ class _BodyReader(io.RawIOBase):
         try:
             chunk = self._body.read(len(view))
         except (BotoCoreError, OSError) as exc:
-            raise BlobStoreError(f"{self._describe}: read failed: {_one_line(exc)}") from None
+            raise BlobStoreError(f"{self._describe}: read failed: {_one_line(str(exc))}") from None
         view[: len(chunk)] = chunk
         return len(chunk)
 

@@ -109,8 +109,7 @@ class KubernetesTargetSource(HttpSource):
                     target = self._target(pod)
                     if target is not None:
                         found.append(target)
-                meta = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
-                following = meta.get("continue") or ""
+                following = _mapping(data.get("metadata")).get("continue") or ""
                 if not following:
                     return found
                 if following == cont:
@@ -119,21 +118,26 @@ class KubernetesTargetSource(HttpSource):
         raise self._fail(url, f"more than {MAX_PAGES} pages")
 
     def _target(self, pod: dict[str, Any]) -> Target | None:
-        meta = pod.get("metadata") if isinstance(pod.get("metadata"), dict) else {}
-        status = pod.get("status") if isinstance(pod.get("status"), dict) else {}
+        meta, status = _mapping(pod.get("metadata")), _mapping(pod.get("status"))
         labels = _strings(meta.get("labels"))
         if labels.get(SCRAPE) != "true" or labels.get(APP) != self.app:
             return None  # the selector already said so; a server ignoring it is no reason to scrape
         if meta.get("deletionTimestamp") or status.get("phase") != "Running" or not status.get("podIP"):
             return None
-        conditions = status.get("conditions") if isinstance(status.get("conditions"), list) else []
-        if not any(isinstance(c, dict) and c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
+        conditions = status.get("conditions")
+        if not isinstance(conditions, list) or not any(
+            isinstance(c, dict) and c.get("type") == "Ready" and c.get("status") == "True" for c in conditions
+        ):
             return None
         notes = _strings(meta.get("annotations"))
         what = f"kubernetes pod {meta.get('namespace', '?')}/{meta.get('name', '?')}"
         if PORT not in notes:
             return make_target(status["podIP"], None, notes, f"{what} (no {PORT} annotation)")
         return make_target(status["podIP"], notes[PORT], notes, what)
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _strings(value: Any) -> dict[str, str]:
