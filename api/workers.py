@@ -39,6 +39,9 @@ log = logging.getLogger("autopgo.api")
 _PR_SET_PDEATHSIG = 1
 _ACCEPTED = b""
 _CRASHED = b"\0"  # prefixes the error of a check that failed unexpectedly
+# Far longer than any queue of uploads takes to check; reached only if workers
+# were lost and could not be replaced.
+_WAIT_FOR_WORKER = 120.0
 
 
 class ProfileChecker:
@@ -71,7 +74,10 @@ class ProfileChecker:
         if not self.workers:
             return profile_problem(data, self.max_decompressed, self.require_pgo)
         for _ in range(2):  # a worker found dead is replaced, and the upload tried once more
-            worker = self._idle.get()
+            try:
+                worker = self._idle.get(timeout=_WAIT_FOR_WORKER)
+            except queue.Empty:
+                raise unavailable("no validation worker is free; try again") from None
             try:
                 answer = worker.ask(data)
             except (EOFError, OSError):

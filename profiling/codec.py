@@ -202,11 +202,12 @@ class _Decoder:
         if not n:
             return
         columns = None
-        joined = b"".join(raws)
-        if self.canonical and not packed_scalars(cols.ScalarsAsBytes, joined):
-            table = cols.FunctionColumns.FromString(joined)
-            check_wire_types([table])
-            columns = _columns(n, table.id, table.name, table.system_name, table.filename, table.start_line)
+        if self.canonical:
+            joined = b"".join(raws)
+            if not packed_scalars(cols.ScalarsAsBytes, joined):
+                table = cols.FunctionColumns.FromString(joined)
+                check_wire_types([table])
+                columns = _columns(n, table.id, table.name, table.system_name, table.filename, table.start_line)
         if columns is None:
             check_wire_types(self.msg.function)
             columns = [list(c) for c in zip(*map(_function_fields, self.msg.function))]

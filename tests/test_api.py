@@ -35,6 +35,7 @@ from apiserver import (
 
 from api import workers
 from api.config import EventsConfig, parse_size, resolve_blob_url
+from api.errors import ApiError
 from sample_profiles import cpu_profile, heap_profile
 from api.limits import Limits
 from api.sinks import LogEventSink, open_sink
@@ -951,6 +952,22 @@ def test_validation_in_worker_processes(store: BlobStore, sink: RecordingSink, c
         assert statuses == [201, 201, 201]  # a fresh pool takes over
         assert len(checker.worker_pids()) == 2
     assert running.api.checker.worker_pids() == []
+
+
+def test_no_free_worker_is_a_503_not_a_hang(monkeypatch: pytest.MonkeyPatch) -> None:
+    checker = workers.ProfileChecker(max_decompressed=MAX_DECOMPRESSED, require_pgo=True, workers=1)
+    try:
+        checker.check(CPU)
+        busy = checker._idle.get()  # as if its request never ended
+        monkeypatch.setattr(workers, "_WAIT_FOR_WORKER", 0.2)
+        with pytest.raises(ApiError) as info:
+            checker.check(CPU)
+        assert info.value.status == 503 and "no validation worker is free" in info.value.message
+        checker._idle.put(busy)
+        checker.check(CPU)
+    finally:
+        checker.close()
+    assert checker.worker_pids() == []
 
 
 def test_worker_loop_answers_each_upload(monkeypatch: pytest.MonkeyPatch) -> None:
