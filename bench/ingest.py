@@ -69,6 +69,8 @@ APP = "bench"
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
+from processes import terminate  # noqa: E402
+
 
 # --------------------------------------------------------------------------- profiles
 
@@ -145,13 +147,7 @@ class Server:
     url: str
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, 30)
         if self.process.stdout is not None:
             self.process.stdout.close()
 

@@ -27,6 +27,7 @@ from api.handlers import ProfileApi
 from api.limits import Limits
 from api.server import ApiServer
 from profiling.blobs import BlobStore
+from processes import terminate
 from profiling.events import Event
 
 AUTOPGO = Path(sys.executable).with_name("autopgo")
@@ -153,13 +154,7 @@ class ServerProcess:
         """Stop the server (SIGTERM, then SIGKILL), and with a session of its own all it started."""
         if self.process is None:
             return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, 10)
         if self.new_session:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)  # workers left behind, if any

