@@ -63,6 +63,7 @@ class ServerConfig:
     port: int = 8080
     blob_store: str = DEFAULT_BLOB_STORE  # a URL for profiling.stores.open_store
     token: str | None = None  # bearer token required for uploads and deletes
+    protect_reads: bool = False  # the token is required on every endpoint but /api/health and /api/ready
     limits: Limits = field(default_factory=Limits)
     accept_any_profile: bool = False  # accept profiles Go's PGO cannot use (heap, ...)
     workers: int = 0  # processes that validate uploads; 0: the request threads do

@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("autopgo.api")
 access_log = logging.getLogger("autopgo.api.access")
 
-GUARDED_METHODS = frozenset({"POST", "DELETE", "PUT", "PATCH"})
 _MAX_REQUEST_LINE = 65536
 _COPY_CHUNK = 1 << 20
 _LINGER_SECONDS = 2.0
@@ -64,10 +63,11 @@ class ApiServer(ThreadingHTTPServer):
         api: ProfileApi,
         *,
         token: str | None = None,
+        protect_reads: bool = False,
         read_timeout: float = 30.0,
     ) -> None:
         self.api = api
-        self.auth = BearerAuth(token)
+        self.auth = BearerAuth(token, protect_reads=protect_reads)
         self.read_timeout = read_timeout
         self.connections = Connections()
         if ":" in address[0]:
@@ -173,7 +173,7 @@ class RequestHandler(BaseHTTPRequestHandler):
     def _respond(self, reader: BodyReader) -> Response:
         api = self.server.api
         match = api.router.match(self.command, self.path)
-        if self.command in GUARDED_METHODS:
+        if self.server.auth.guards(self.command, match.route.pattern):
             self.server.auth.require(self.headers)
 
         def read_body() -> bytes:
@@ -343,7 +343,13 @@ def create_server(config: ServerConfig) -> ApiServer:
         )
         undo.callback(api.checker.close)
         try:
-            server = ApiServer((config.host, config.port), api, token=config.token, read_timeout=config.read_timeout)
+            server = ApiServer(
+                (config.host, config.port),
+                api,
+                token=config.token,
+                protect_reads=config.protect_reads,
+                read_timeout=config.read_timeout,
+            )
         except OSError as exc:
             raise OSError(exc.errno, f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from None
         undo.pop_all()

@@ -1,75 +1,134 @@
-"""The ``autopgo server`` command: parse flags (with ``AUTOPGO_*`` defaults) and run the API."""
+"""The ``autopgo server`` command: its settings from flags, environment and autopgo.yaml, then the API.
+
+Each setting is taken from the first place that gives it: the flag, then its
+``AUTOPGO_*`` environment variable, then the configuration file (``--config``),
+then the default. The server logs where each one came from when it starts.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from profiling.config import Config
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+DEFAULT_BLOB_STORE = "file://./data/blobs"
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One server setting: its flag, its environment variable and its key in autopgo.yaml, if any."""
+
+    name: str  # the argparse destination
+    flag: str
+    env: str | None
+    default: Any
+    key: str | None = None  # dotted key in autopgo.yaml
+    parse: Callable[[str], Any] = str  # reads the environment variable's text
+    secret: bool = False  # logged as set or not, never by value
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise ValueError(f"bad port {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"bad port {port}")
+    return port
+
+
+def _workers(text: str) -> int:
+    try:
+        workers = int(text)
+    except ValueError:
+        raise ValueError(f"bad number of workers {text!r}") from None
+    if workers < 0:
+        raise ValueError(f"bad number of workers {workers}")
+    return workers
+
+
+def _log_level(text: str) -> str:
+    level = text.strip().upper()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"unknown log level {text!r}: use one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
+def _switch(text: str) -> bool:
+    return text.strip().lower() in ("1", "true", "yes", "on")
+
+
+SETTINGS = (
+    Setting("host", "--host", "AUTOPGO_HOST", "127.0.0.1", key="api.url"),
+    Setting("port", "--port", "AUTOPGO_PORT", 8080, key="api.url", parse=_port),
+    Setting("blob_store", "--blob-store", "AUTOPGO_BLOB_STORE", DEFAULT_BLOB_STORE, key="blob_store"),
+    Setting("token", "--token", "AUTOPGO_API_TOKEN", None, key="api.token", secret=True),
+    Setting("protect_reads", "--protect-reads", "AUTOPGO_PROTECT_READS", False, key="api.protect_reads", parse=_switch),
+    Setting("log_level", "--log-level", "AUTOPGO_LOG_LEVEL", "INFO", parse=_log_level),
+    Setting("max_body", "--max-body", "AUTOPGO_MAX_BODY", "64MiB"),
+    Setting("max_decompressed", "--max-decompressed", "AUTOPGO_MAX_DECOMPRESSED", "512MiB"),
+    Setting("accept_any_profile", "--accept-any-profile", "AUTOPGO_ACCEPT_ANY_PROFILE", False, parse=_switch),
+    Setting("workers", "--workers", "AUTOPGO_WORKERS", None, parse=_workers),
+)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    env = os.environ
     server = commands.add_parser(
         "server",
         help="run the HTTP API that takes uploads and serves merged profiles",
-        description="Run the upload/download API. Every flag defaults to its AUTOPGO_* environment "
-        "variable, then to the value shown. Stops gracefully on SIGTERM or SIGINT.",
+        description="Run the upload/download API. Each setting comes from its flag, else its AUTOPGO_* "
+        "environment variable, else the configuration file (--config), else the default shown. "
+        "Stops gracefully on SIGTERM or SIGINT.",
     )
+    # Defaults are None: run_server tells a flag that was given from one that was not.
+    server.add_argument("--host", help="address to listen on (AUTOPGO_HOST; api.url; default 127.0.0.1)")
     server.add_argument(
-        "--host",
-        default=env.get("AUTOPGO_HOST", "127.0.0.1"),
-        help="address to listen on (AUTOPGO_HOST; default %(default)s)",
-    )
-    server.add_argument(
-        "--port",
-        type=int,  # argparse converts a string default too, so a bad AUTOPGO_PORT is reported like a bad flag
-        default=env.get("AUTOPGO_PORT", "8080"),
-        help="port, 0 for any free one (AUTOPGO_PORT; default %(default)s)",
+        "--port", type=_argument(_port), help="port, 0 for any free one (AUTOPGO_PORT; api.url; default 8080)"
     )
     server.add_argument(
         "--blob-store",
-        default=env.get("AUTOPGO_BLOB_STORE", "file://./data/blobs"),
         metavar="URL",
-        help="file:///path, a path, or s3://bucket/prefix?endpoint=...&region=... "
-        "(AUTOPGO_BLOB_STORE; default %(default)s)",
+        help=f"file:///path, a path, or s3://bucket/prefix?endpoint=...&region=... "
+        f"(AUTOPGO_BLOB_STORE; blob_store; default {DEFAULT_BLOB_STORE})",
     )
     server.add_argument(
-        "--token",
-        default=env.get("AUTOPGO_API_TOKEN"),
-        help="bearer token required for uploads and deletes (AUTOPGO_API_TOKEN; default none)",
+        "--token", help="bearer token required for uploads and deletes (AUTOPGO_API_TOKEN; api.token; default none)"
     )
     server.add_argument(
-        "--log-level",
-        default=env.get("AUTOPGO_LOG_LEVEL", "INFO").upper(),
-        type=str.upper,
-        choices=LOG_LEVELS,
-        help="(AUTOPGO_LOG_LEVEL; default %(default)s)",
+        "--protect-reads",
+        action="store_const",
+        const=True,
+        help="require the token for downloads and listings too; /api/health and /api/ready stay open "
+        "(AUTOPGO_PROTECT_READS; api.protect_reads; default off)",
     )
     server.add_argument(
-        "--max-body",
-        default=env.get("AUTOPGO_MAX_BODY", "64MiB"),
-        metavar="SIZE",
-        help="largest upload, as sent (AUTOPGO_MAX_BODY; default %(default)s)",
+        "--log-level", type=_argument(_log_level), help=f"{', '.join(LOG_LEVELS)} (AUTOPGO_LOG_LEVEL; default INFO)"
+    )
+    server.add_argument(
+        "--max-body", metavar="SIZE", help="largest upload, as sent (AUTOPGO_MAX_BODY; default 64MiB)"
     )
     server.add_argument(
         "--max-decompressed",
-        default=env.get("AUTOPGO_MAX_DECOMPRESSED", "512MiB"),
         metavar="SIZE",
-        help="largest upload once decompressed (AUTOPGO_MAX_DECOMPRESSED; default %(default)s)",
+        help="largest upload once decompressed (AUTOPGO_MAX_DECOMPRESSED; default 512MiB)",
     )
     server.add_argument(
         "--accept-any-profile",
-        action="store_true",
-        default=_flag(env, "AUTOPGO_ACCEPT_ANY_PROFILE"),
+        action="store_const",
+        const=True,
         help="also accept profiles Go's PGO cannot use, such as heap profiles (AUTOPGO_ACCEPT_ANY_PROFILE)",
     )
     server.add_argument(
         "--workers",
-        type=int,
-        default=env.get("AUTOPGO_WORKERS"),
+        type=_argument(_workers),
         metavar="N",
         help="processes that validate uploads, 0 to validate in the request threads "
         "(AUTOPGO_WORKERS; default: one less than the CPUs, 1 to 4)",
@@ -88,11 +147,72 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     server.add_argument(
         "--config",
-        default=env.get("AUTOPGO_CONFIG"),
+        default=os.environ.get("AUTOPGO_CONFIG"),
         metavar="FILE",
-        help="autopgo.yaml, to report its apps' target sources in /api/health (AUTOPGO_CONFIG; default none)",
+        help="autopgo.yaml: its blob_store and api settings, and its apps' target sources in /api/health "
+        "(AUTOPGO_CONFIG; default none)",
     )
     server.set_defaults(run=run_server)
+
+
+def _argument(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``parse`` as an argparse type: its ValueError becomes argparse's usage error."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
+
+
+@dataclass(frozen=True, slots=True)
+class Chosen:
+    value: Any
+    origin: str  # "--port", "AUTOPGO_PORT", "autopgo.yaml (api.url)" or "default"
+
+
+def choose_settings(
+    flags: Mapping[str, Any], env: Mapping[str, str], config: Config | None, config_path: str | None
+) -> dict[str, Chosen]:
+    """Every setting of ``SETTINGS``, each from its flag, else environment, else config file, else default."""
+    from_file = _file_values(config) if config is not None else {}
+    chosen: dict[str, Chosen] = {}
+    for setting in SETTINGS:
+        if flags.get(setting.name) is not None:
+            chosen[setting.name] = Chosen(flags[setting.name], setting.flag)
+        elif setting.env and env.get(setting.env, "").strip():
+            try:
+                value = setting.parse(env[setting.env])
+            except ValueError as exc:
+                raise ValueError(f"{setting.env}: {exc}") from None
+            chosen[setting.name] = Chosen(value, setting.env)
+        elif setting.key and from_file.get(setting.name) is not None:
+            chosen[setting.name] = Chosen(from_file[setting.name], f"{config_path} ({setting.key})")
+        else:
+            chosen[setting.name] = Chosen(setting.default, "default")
+    return chosen
+
+
+def _file_values(config: Config) -> dict[str, Any]:
+    """The settings autopgo.yaml gives explicitly, by ``Setting.name``."""
+    values: dict[str, Any] = {"token": config.api_token, "protect_reads": config.api_protect_reads or None}
+    if "blob_store" in config.given:
+        values["blob_store"] = config.blob_store
+    if "api.url" in config.given:
+        values["host"], values["port"] = listen_address(config.api_url)
+    return values
+
+
+def listen_address(api_url: str) -> tuple[str, int]:
+    """Where a server answering at ``api_url`` listens: its host, and its port or the scheme's."""
+    parts = urlsplit(api_url)
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"api.url {api_url!r} has a bad port") from None
+    return parts.hostname or "127.0.0.1", port or (443 if parts.scheme == "https" else 80)
 
 
 def run_server(args: argparse.Namespace) -> int:
@@ -101,41 +221,50 @@ def run_server(args: argparse.Namespace) -> int:
     from api.config import EventsConfig, ServerConfig, default_workers, parse_size, resolve_blob_url
     from api.limits import Limits
     from api.server import create_server, serve
+    from profiling.config import load_config
     from profiling.errors import BlobStoreError, ConfigError
 
+    file_config = load_config(args.config) if args.config else None
+    chosen = choose_settings(vars(args), os.environ, file_config, args.config)
+    value = {name: c.value for name, c in chosen.items()}
     logging.basicConfig(
-        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+        level=value["log_level"], format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    if not 0 <= args.port <= 65535:
-        raise ValueError(f"bad port {args.port}")
-    if args.workers is not None and args.workers < 0:
-        raise ValueError(f"bad number of workers {args.workers}")
     config = ServerConfig(
-        host=args.host,
-        port=args.port,
-        blob_store=resolve_blob_url(args.blob_store),
-        token=args.token or None,
-        limits=Limits(parse_size(args.max_body), parse_size(args.max_decompressed)),
-        accept_any_profile=args.accept_any_profile,
-        workers=default_workers() if args.workers is None else args.workers,
+        host=value["host"],
+        port=value["port"],
+        blob_store=resolve_blob_url(value["blob_store"]),
+        token=value["token"] or None,
+        protect_reads=value["protect_reads"],
+        limits=Limits(parse_size(value["max_body"]), parse_size(value["max_decompressed"])),
+        accept_any_profile=value["accept_any_profile"],
+        workers=default_workers() if value["workers"] is None else value["workers"],
         events=EventsConfig.choose(args.events, args.prefect_api_url, os.environ),
         pipeline_config=args.config,
     )
+    if config.protect_reads and not config.token:
+        origin = chosen["protect_reads"].origin
+        raise ConfigError(f"protecting reads ({origin}) needs a token: set --token, AUTOPGO_API_TOKEN or api.token")
     try:
         server = create_server(config)
     except BlobStoreError as exc:
         raise ConfigError(f"blob store {config.blob_store}: {exc}") from None
+    log = logging.getLogger("autopgo.api")
+    for setting in SETTINGS:
+        c = chosen[setting.name]
+        shown = ("set" if c.value else "none") if setting.secret else c.value
+        if setting.name == "workers":
+            shown = config.workers
+        log.info("setting %s = %s (from %s)", setting.name, shown, c.origin)
     print(f"autopgo server listening on {server.url}", flush=True)
-    logging.getLogger("autopgo.api").info(
+    log.info(
         "blob store %s, events to %s, %d validation workers, token %s",
         config.blob_store,
         config.events.kind,
         config.workers,
-        "required for writes" if config.token else "off",
+        ("required for every endpoint but the probes" if config.protect_reads else "required for writes")
+        if config.token
+        else "off",
     )
     serve(server)
     return 0
-
-
-def _flag(env: Mapping[str, str], name: str) -> bool:
-    return env.get(name, "").strip().lower() in ("1", "true", "yes", "on")

@@ -7,6 +7,7 @@ how to prune its merged profile::
     api:
       url: http://127.0.0.1:8080         # where scrapers upload and builds download
       token: ""                          # optional bearer token (or AUTOPGO_API_TOKEN)
+      protect_reads: false               # true: the token guards downloads and listings too
     sweep_every: 60s                     # how often pending uploads are merged anyway
     clean:
       every: 1h
@@ -141,9 +142,11 @@ class Config:
     blob_store: str = DEFAULT_BLOB_STORE
     api_url: str = DEFAULT_API_URL
     api_token: str | None = None
+    api_protect_reads: bool = False  # the token guards downloads and listings too
     sweep_every: timedelta = timedelta(seconds=60)
     clean: CleanConfig | None = None
     apps: tuple[AppConfig, ...] = field(default_factory=tuple)
+    given: frozenset[str] = frozenset()  # the dotted settings the file gives, e.g. "api.url"
 
     def app(self, name: str) -> AppConfig:
         """The app's settings; an app without any (uploaded to directly) gets the defaults."""
@@ -193,7 +196,7 @@ def load_config(path: str | Path) -> Config:
 
 def parse_config(data: Any, base: Path = Path(".")) -> Config:
     root = _mapping(data, "the file", {"blob_store", "api", "sweep_every", "clean", "apps"})
-    api = _mapping(root.get("api", {}), "api", {"url", "token"})
+    api = _mapping(root.get("api", {}), "api", {"url", "token", "protect_reads"})
     apps = root.get("apps", [])
     if not isinstance(apps, list):
         raise ConfigError("apps: expected a list of apps")
@@ -210,13 +213,18 @@ def parse_config(data: Any, base: Path = Path(".")) -> Config:
     token = api.get("token") or None
     if token is not None and not isinstance(token, str):
         raise ConfigError("api.token: expected a string")
+    protect_reads = api.get("protect_reads", False)
+    if not isinstance(protect_reads, bool):
+        raise ConfigError(f"api.protect_reads: expected true or false, not {protect_reads!r}")
     return Config(
         blob_store=_resolve_store(blob_store, base),
         api_url=api_url.rstrip("/"),
         api_token=token,
+        api_protect_reads=protect_reads,
         sweep_every=parse_duration(root.get("sweep_every", "60s"), "sweep_every"),
         clean=_clean(root["clean"]) if "clean" in root else None,
         apps=parsed,
+        given=frozenset([*root, *(f"api.{key}" for key in api)]),
     )
 
 

@@ -80,6 +80,7 @@ def thread_server(
     sink: RecordingSink,
     *,
     token: str | None = None,
+    protect_reads: bool = False,
     limits: Limits | None = None,
     accept_any_profile: bool = False,
     workers: int = 0,
@@ -87,7 +88,7 @@ def thread_server(
 ) -> Iterator[ThreadServer]:
     """An ApiServer on 127.0.0.1 (any free port) serving in a thread of this process."""
     api = ProfileApi(store, sink, limits=limits, accept_any_profile=accept_any_profile, workers=workers)
-    server = ApiServer(("127.0.0.1", 0), api, token=token, read_timeout=read_timeout)
+    server = ApiServer(("127.0.0.1", 0), api, token=token, protect_reads=protect_reads, read_timeout=read_timeout)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:

@@ -1,0 +1,197 @@
+"""`autopgo server`: where each setting comes from (flag, environment, autopgo.yaml, default),
+and the token that guards reads when asked to."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from apiserver import AUTOPGO, RecordingSink, thread_server
+from processes import terminate
+
+from cli.server import choose_settings
+from profiling.blobs import BlobStore
+from profiling.client import Client, ClientError
+from profiling.config import parse_config
+from profiling.names import merged_key
+from profiling.stores import open_store
+from sample_profiles import cpu_profile
+from profiling.codec import encode
+
+TOKEN = "file-token-1234"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("AUTOPGO_", "PREFECT_"))}
+
+
+# --------------------------------------------------------------------------- precedence
+
+
+def test_flag_then_environment_then_file_then_default(tmp_path: Path) -> None:
+    config = parse_config(
+        {"blob_store": "file-store", "api": {"url": "http://127.0.0.1:9100", "token": "from-file"}}, base=tmp_path
+    )
+    flags = {"port": 9300}
+    env = {"AUTOPGO_PORT": "9200", "AUTOPGO_HOST": "127.0.0.2", "AUTOPGO_API_TOKEN": "from-env"}
+    chosen = choose_settings(flags, env, config, "autopgo.yaml")
+    assert (chosen["port"].value, chosen["port"].origin) == (9300, "--port")
+    assert (chosen["host"].value, chosen["host"].origin) == ("127.0.0.2", "AUTOPGO_HOST")
+    assert (chosen["token"].value, chosen["token"].origin) == ("from-env", "AUTOPGO_API_TOKEN")
+    assert chosen["blob_store"].value == f"file://{tmp_path / 'file-store'}"
+    assert chosen["blob_store"].origin == "autopgo.yaml (blob_store)"
+    assert (chosen["max_body"].value, chosen["max_body"].origin) == ("64MiB", "default")
+
+    chosen = choose_settings({}, {}, config, "autopgo.yaml")
+    assert (chosen["host"].value, chosen["port"].value) == ("127.0.0.1", 9100)
+    assert chosen["token"].value == "from-file"
+
+
+def test_settings_the_file_leaves_out_keep_their_defaults(tmp_path: Path) -> None:
+    chosen = choose_settings({}, {}, parse_config({"apps": []}, base=tmp_path), "autopgo.yaml")
+    assert {name: c.origin for name, c in chosen.items()} == {name: "default" for name in chosen}
+    assert (chosen["host"].value, chosen["port"].value, chosen["blob_store"].value) == (
+        "127.0.0.1",
+        8080,
+        "file://./data/blobs",
+    )
+
+
+def test_a_bad_environment_value_names_the_variable() -> None:
+    with pytest.raises(ValueError, match="^AUTOPGO_PORT: bad port 'http'$"):
+        choose_settings({}, {"AUTOPGO_PORT": "http"}, None, None)
+
+
+# --------------------------------------------------------------------------- the server command
+
+
+def _start(argv: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen([str(AUTOPGO), "server", *argv], stdout=out, stderr=subprocess.STDOUT, env=env)
+
+
+def _wait_ready(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
+    import time
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"the server exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{url}/api/ready", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    pytest.fail(f"the server did not get ready:\n{log.read_text()}")
+
+
+@pytest.mark.slow
+def test_server_takes_store_address_and_token_from_the_config(tmp_path: Path) -> None:
+    port = free_port()
+    (tmp_path / "autopgo.yaml").write_text(
+        f"blob_store: ./store\napi:\n  url: http://127.0.0.1:{port}\n  token: {TOKEN}\n  protect_reads: true\n"
+    )
+    log = tmp_path / "server.log"
+    process = _start(["--config", str(tmp_path / "autopgo.yaml"), "--events", "log"], log, clean_env())
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(process, url, log)
+        profile = encode(cpu_profile())
+        with Client(url) as anonymous:
+            with pytest.raises(ClientError) as refused:
+                anonymous.upload("svc", profile)
+            assert refused.value.status == 401
+            with pytest.raises(ClientError) as unread:
+                anonymous.list()
+            assert unread.value.status == 401
+        with Client(url, token=TOKEN) as api:
+            key = api.upload("svc", profile)
+            assert api.list() == []
+        assert (tmp_path / "store" / key).is_file()  # the file's store, relative to the file
+    finally:
+        terminate(process, 10)
+    text = log.read_text()
+    assert f"setting port = {port} (from {tmp_path / 'autopgo.yaml'} (api.url))" in text
+    assert f"setting blob_store = file://{tmp_path / 'store'} (from {tmp_path / 'autopgo.yaml'} (blob_store))" in text
+    assert "setting token = set (from" in text and "setting max_body = 64MiB (from default)" in text
+    assert TOKEN not in text
+
+
+def test_protecting_reads_without_a_token_is_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [str(AUTOPGO), "server", "--port", "0", "--protect-reads", "--blob-store", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (
+        "autopgo server: protecting reads (--protect-reads) needs a token: set --token, AUTOPGO_API_TOKEN or api.token"
+    )
+
+
+# --------------------------------------------------------------------------- protected reads
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[BlobStore]:
+    store = open_store(str(tmp_path / "blobs"))
+    yield store
+    store.close()
+
+
+@pytest.mark.parametrize("path", ["/api/profile", "/api/profile/svc", "/api/profile/svc?trim=pgo"])
+def test_protected_reads_need_the_token(store: BlobStore, path: str) -> None:
+    store.put(merged_key("svc"), encode(cpu_profile()))
+    with thread_server(store, RecordingSink(), token=TOKEN, protect_reads=True) as running:
+        with httpx.Client(base_url=running.url) as c:
+            for headers in ({}, {"Authorization": "Bearer wrong"}):
+                for method in ("GET", "HEAD"):
+                    response = c.request(method, path, headers=headers)
+                    assert response.status_code == 401
+                    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+            response = c.get(path, headers={"Authorization": f"Bearer {TOKEN}"})
+            assert response.status_code == 200
+
+
+def test_reads_stay_open_without_protection(store: BlobStore) -> None:
+    store.put(merged_key("svc"), encode(cpu_profile()))
+    with thread_server(store, RecordingSink(), token=TOKEN) as running, httpx.Client(base_url=running.url) as c:
+        assert c.get("/api/profile/svc", headers={"Authorization": "Bearer wrong"}).status_code == 200
+
+
+def test_probes_stay_open_when_reads_are_protected(store: BlobStore) -> None:
+    with thread_server(store, RecordingSink(), token=TOKEN, protect_reads=True) as running:
+        with httpx.Client(base_url=running.url) as c:
+            assert c.get("/api/health").status_code == 200
+            assert c.get("/api/ready").status_code == 200
+
+
+def test_the_cli_reads_a_protected_server_with_its_token(store: BlobStore, tmp_path: Path) -> None:
+    merged = encode(cpu_profile())
+    store.put(merged_key("svc"), merged)
+    with thread_server(store, RecordingSink(), token=TOKEN, protect_reads=True) as running:
+        env = {**clean_env(), "AUTOPGO_API_URL": running.url}
+        out = tmp_path / "default.pgo"
+        run = [str(AUTOPGO), "download", "svc", "-o", str(out)]
+        denied = subprocess.run(run, capture_output=True, text=True, env=env, timeout=60)
+        assert denied.returncode == 1 and "401" in denied.stderr and "(no API token was given)" in denied.stderr
+        allowed = subprocess.run(run, capture_output=True, text=True, env={**env, "AUTOPGO_API_TOKEN": TOKEN}, timeout=60)
+        assert allowed.returncode == 0, allowed.stderr
+        assert out.read_bytes() == merged
+        listed = subprocess.run(
+            [str(AUTOPGO), "list"], capture_output=True, text=True, env={**env, "AUTOPGO_API_TOKEN": TOKEN}, timeout=60
+        )
+        assert listed.returncode == 0 and "svc" in listed.stdout
