@@ -13,7 +13,6 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from profiling.config import Config
@@ -201,18 +200,8 @@ def _file_values(config: Config) -> dict[str, Any]:
     if "blob_store" in config.given:
         values["blob_store"] = config.blob_store
     if "api.url" in config.given:
-        values["host"], values["port"] = listen_address(config.api_url)
+        values["host"], values["port"] = config.listen_address()
     return values
-
-
-def listen_address(api_url: str) -> tuple[str, int]:
-    """Where a server answering at ``api_url`` listens: its host, and its port or the scheme's."""
-    parts = urlsplit(api_url)
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError(f"api.url {api_url!r} has a bad port") from None
-    return parts.hostname or "127.0.0.1", port or (443 if parts.scheme == "https" else 80)
 
 
 def run_server(args: argparse.Namespace) -> int:

@@ -18,7 +18,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -76,14 +75,14 @@ class Embedded:
             env,
         )
         self._wait_ready("prefect", f"{self.prefect_url}/api/health")
-        api = urlsplit(self.config.api_url)
+        host, port = self.config.listen_address()
         server = [
             str(bin_dir / "autopgo"),
             "server",
             "--host",
-            api.hostname or "127.0.0.1",
+            host,
             "--port",
-            str(api.port or 8080),
+            str(port),
             "--blob-store",
             self.config.blob_store,
             "--events",

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .names import is_valid_app_name
@@ -148,6 +149,11 @@ class Config:
     apps: tuple[AppConfig, ...] = field(default_factory=tuple)
     given: frozenset[str] = frozenset()  # the dotted settings the file gives, e.g. "api.url"
 
+    def listen_address(self) -> tuple[str, int]:
+        """Where the API answering at ``api_url`` listens: its host, and its port or the scheme's."""
+        parts = urlsplit(self.api_url)
+        return parts.hostname or "127.0.0.1", parts.port or (443 if parts.scheme == "https" else 80)
+
     def app(self, name: str) -> AppConfig:
         """The app's settings; an app without any (uploaded to directly) gets the defaults."""
         for app in self.apps:
@@ -210,6 +216,8 @@ def parse_config(data: Any, base: Path = Path(".")) -> Config:
     for what, value in (("blob_store", blob_store), ("api.url", api_url)):
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{what}: expected a URL")
+    if not _is_http_url(api_url):
+        raise ConfigError(f"api.url: expected http://host[:port] or https://host[:port], not {api_url!r}")
     token = api.get("token") or None
     if token is not None and not isinstance(token, str):
         raise ConfigError("api.token: expected a string")
@@ -226,6 +234,15 @@ def parse_config(data: Any, base: Path = Path(".")) -> Config:
         apps=parsed,
         given=frozenset([*root, *(f"api.{key}" for key in api)]),
     )
+
+
+def _is_http_url(url: str) -> bool:
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def _mapping(value: Any, where: str, keys: set[str]) -> Mapping[str, Any]:

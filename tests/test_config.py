@@ -451,3 +451,21 @@ def test_parse_duration_never_returns_zero(value: object) -> None:
     except ConfigError:
         return  # refusing it is fine too
     assert result > timedelta(0)
+
+
+@pytest.mark.parametrize(
+    ("url", "address"),
+    [
+        ("http://127.0.0.1:9000", ("127.0.0.1", 9000)),
+        ("http://autopgo.internal", ("autopgo.internal", 80)),
+        ("https://[::1]:8443/", ("::1", 8443)),
+    ],
+)
+def test_listen_address_comes_from_api_url(url: str, address: tuple[str, int]) -> None:
+    assert parse_config({"api": {"url": url}}).listen_address() == address
+
+
+@pytest.mark.parametrize("url", ["ftp://x", "http://", "http://h:99999", "localhost:8080"])
+def test_api_url_must_be_http(url: str) -> None:
+    with pytest.raises(ConfigError, match="api.url: expected http://host"):
+        parse_config({"api": {"url": url}})
