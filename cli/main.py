@@ -17,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autopgo", description="Continuous profile-guided optimization for Go services."
     )
+    parser.add_argument("--version", action="version", version=f"autopgo {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     profiles.register(commands)
     remote.register(commands)
@@ -41,6 +42,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"autopgo {args.command}: {message}", file=sys.stderr)
             return 1
         raise
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("autopgo")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
 
 
 def _os_error(exc: OSError) -> str:

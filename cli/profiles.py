@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
+
+from .output import DASH, check_stdout, write_stdout
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -15,7 +18,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         "and trimmed for Go's PGO.",
     )
     merge.add_argument("inputs", nargs="+", metavar="INPUT", help="profile files ('-' for stdin)")
-    merge.add_argument("-o", "--output", required=True, help="where to write the merged profile")
+    merge.add_argument(
+        "-o", "--output", required=True, help="where to write the merged profile ('-' for stdout)"
+    )
     merge.add_argument("--drop", help="prune frames whose function matches this regex")
     merge.add_argument("--keep", help="with --drop: keep frames that match this regex")
     merge.add_argument("--prune-config", metavar="FILE", help="YAML or JSON prune rules per app")
@@ -24,7 +29,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     merge.add_argument(
         "-j",
         "--jobs",
-        type=int,
+        type=_at_least(1),
         default=_usable_cpus(),
         help="processes that decode inputs (default: the CPUs this process may use)",
     )
@@ -37,7 +42,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Show a profile's sample types, period, duration, sizes and top functions.",
     )
     inspect.add_argument("input", metavar="FILE", help="profile file ('-' for stdin)")
-    inspect.add_argument("-n", "--top", type=int, default=10, help="how many functions to list")
+    inspect.add_argument(
+        "-n", "--top", type=_at_least(0), default=10, help="how many functions to list (default 10)"
+    )
     _add_limit(inspect)
     inspect.set_defaults(run=run_inspect)
 
@@ -50,6 +57,21 @@ def _add_limit(parser: argparse.ArgumentParser) -> None:
         metavar="BYTES",
         help="refuse a profile larger than this once decompressed (default 512 MiB)",
     )
+
+
+def _at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: a whole number no smaller than ``low``."""
+
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected a whole number of at least {low}, not {text!r}")
+        return value
+
+    return convert
 
 
 def _usable_cpus() -> int:
@@ -67,8 +89,10 @@ def run_merge(args: argparse.Namespace) -> int:
         raise ValueError("--keep needs --drop")
     if bool(args.prune_config) != bool(args.app):
         raise ValueError("--prune-config and --app go together")
-    if args.inputs.count("-") > 1:
+    if args.inputs.count(DASH) > 1:
         raise ValueError("standard input can be read only once")
+    if args.output == DASH:
+        check_stdout()
     rules = _prune_rules(args)
 
     merged = merge_files(args.inputs, jobs=args.jobs, max_decompressed=args.max_decompressed)
@@ -78,9 +102,13 @@ def run_merge(args: argparse.Namespace) -> int:
         from profiling.trim import trim_for_pgo
 
         profile = apply_rules(to_profile(merged), rules)
-        atomic_write(args.output, encode(trim_for_pgo(profile) if args.trim else profile))
+        data = encode(trim_for_pgo(profile) if args.trim else profile)
     else:
-        atomic_write(args.output, encode(merged))
+        data = encode(merged)
+    if args.output == DASH:
+        write_stdout(data)
+    else:
+        atomic_write(args.output, data)
     return 0
 
 
@@ -91,7 +119,11 @@ def _prune_rules(args: argparse.Namespace) -> list:
 
     rules = [PruneRule.of(args.drop, args.keep)] if args.drop else []
     if args.prune_config:
-        rules.extend(load_prune_config(args.prune_config).get(args.app, ()))
+        per_app = load_prune_config(args.prune_config)
+        if args.app not in per_app:
+            known = ", ".join(sorted(per_app))
+            raise ValueError(f"{args.prune_config} has no rules for app {args.app!r} (it has: {known})")
+        rules.extend(per_app[args.app])
     return rules
 
 

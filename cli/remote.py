@@ -14,6 +14,8 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
+from .output import DASH, check_stdout, write_stdout
+
 if TYPE_CHECKING:
     from profiling.client import Client
 
@@ -47,10 +49,11 @@ def register(commands: argparse._SubParsersAction) -> None:
         "upload",
         parents=[common],
         help="send a profile to the server to be merged into an app's profile",
-        description="Upload a pprof CPU profile (gzip or raw) for an app; prints the key it is staged under.",
+        description="Upload pprof CPU profiles (gzip or raw) for an app; prints the key each is staged "
+        "under. With several files, one that fails is reported and the others are still sent.",
     )
     upload.add_argument("--app", required=True, help="the app the profile belongs to")
-    upload.add_argument("input", metavar="FILE", help="profile file ('-' for stdin)")
+    upload.add_argument("inputs", nargs="+", metavar="FILE", help="profile files ('-' for stdin)")
     upload.set_defaults(run=run_upload)
 
     download = commands.add_parser(
@@ -87,27 +90,44 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_upload(args: argparse.Namespace) -> int:
+    from profiling.client import ClientError
+
+    if args.inputs.count(DASH) > 1:
+        raise ValueError("standard input can be read only once")
+    if len(args.inputs) == 1:
+        with _client(args) as api:
+            print(_upload(api, args.app, args.inputs[0]))
+        return 0
+    failed = 0
     with _client(args) as api:
-        if args.input == "-":
-            key = api.upload(args.app, sys.stdin.buffer)
-        else:
-            with open(args.input, "rb") as f:
-                key = api.upload(args.app, f)
-    print(key)
-    return 0
+        for path in args.inputs:
+            try:
+                key = _upload(api, args.app, path)
+            except (ClientError, OSError) as exc:
+                failed += 1
+                reason = f"{exc.strerror or exc}" if isinstance(exc, OSError) else str(exc)
+                print(f"autopgo upload: {path}: {reason}", file=sys.stderr)
+            else:
+                print(key, flush=True)
+    return 1 if failed else 0
+
+
+def _upload(api: Client, app: str, path: str) -> str:
+    if path == DASH:
+        return api.upload(app, sys.stdin.buffer)
+    with open(path, "rb") as f:
+        return api.upload(app, f)
 
 
 def run_download(args: argparse.Namespace) -> int:
-    if args.output != "-":
+    if args.output != DASH:
         with _client(args) as api:
             api.download_to(args.app, args.output, trim=args.trim)
         return 0
-    if sys.stdout.isatty():
-        raise ValueError("will not write a binary profile to a terminal: redirect it or use -o FILE")
+    check_stdout()
     with _client(args) as api:
         content = api.download(args.app, trim=args.trim).content
-    sys.stdout.buffer.write(content)
-    sys.stdout.buffer.flush()
+    write_stdout(content)
     return 0
 
 

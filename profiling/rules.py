@@ -64,8 +64,8 @@ def load_prune_config(path: str | Path) -> dict[str, tuple[PruneRule, ...]]:
 
 
 def parse_prune_config(data: Any) -> dict[str, tuple[PruneRule, ...]]:
-    if data is None:
-        return {}
+    if data is None or data == []:
+        raise ConfigError("no rules: expected a list of {app, rules} entries")
     if not isinstance(data, list):
         raise ConfigError("expected a list of {app, rules} entries")
     out: dict[str, tuple[PruneRule, ...]] = {}

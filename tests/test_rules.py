@@ -60,10 +60,11 @@ def test_valid_json_loads(tmp_path: Path) -> None:
     assert as_plain(load_prune_config(str(path))) == EXPECTED
 
 
-def test_empty_file_means_no_rules(tmp_path: Path) -> None:
+def test_an_empty_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "empty.yaml"
     path.write_text("# nothing yet\n")
-    assert load_prune_config(path) == {}
+    with pytest.raises(ConfigError, match="empty.yaml: no rules"):
+        load_prune_config(path)
 
 
 def test_longest_valid_app_name_loads() -> None:
