@@ -1,28 +1,46 @@
 """The deployments of the pipeline: what runs on a schedule and what an event triggers.
 
-The same set is declared in prefect.yaml for `prefect deploy --all` on a shared
-Prefect server; here it is built from autopgo.yaml for `autopgo up`, which
-serves it from one process.
+Their number does not grow with the fleet: one scrape deployment per distinct
+scrape interval (its runs start every tick and scrape the apps due in it), one
+merge deployment triggered by uploads for every app, throttled as a whole, and
+the delete, sweep and clean deployments. The same set is declared in
+prefect.yaml for `prefect deploy --all` on a shared Prefect server; here it is
+built from autopgo.yaml for `autopgo up`, which serves it from one process.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
+from prefect.client.schemas.schedules import IntervalSchedule
 from prefect.deployments.runner import RunnerDeployment
 from prefect.events import DeploymentEventTrigger
 
 from profiling.config import Config
 from profiling.events import DELETED, UPLOADED
 from profiling.prefect_events import RESOURCE_PREFIX
+from profiling.schedule import EPOCH, tick_for
 
 from .clean import clean
 from .delete import delete
 from .merge import THROTTLE, merge, sweep
-from .scrape import scrape
+from .scrape import apps_by_interval, interval_name, scrape, scrape_tick
+
+
+def upload_trigger() -> DeploymentEventTrigger:
+    """Fires on an upload of any app, then ignores uploads for the rest of ``THROTTLE``."""
+    return DeploymentEventTrigger(
+        name="autopgo merge on upload",
+        expect={UPLOADED},
+        match={"prefect.resource.id": f"{RESOURCE_PREFIX}*"},
+        posture="Reactive",
+        threshold=1,
+        within=THROTTLE,
+    )
 
 
 def app_trigger(event: str, name: str, within: timedelta = timedelta(0)) -> DeploymentEventTrigger:
+    """Fires once per event for the app the event names, passing it as the ``app`` parameter."""
     return DeploymentEventTrigger(
         name=name,
         expect={event},
@@ -35,12 +53,18 @@ def app_trigger(event: str, name: str, within: timedelta = timedelta(0)) -> Depl
     )
 
 
+def tick_schedule(every: timedelta) -> IntervalSchedule:
+    """Every tick, on the same points of the clock as profiling.schedule counts them."""
+    return IntervalSchedule(interval=tick_for(every), anchor_date=EPOCH)
+
+
 def deployments(cfg: Config) -> list[RunnerDeployment]:
     out = [
         merge.to_deployment(
             name="on-upload",
-            triggers=[app_trigger(UPLOADED, "autopgo merge on upload", THROTTLE)],
-            description="Triggered by profile.uploaded, at most once per app and throttle window.",
+            triggers=[upload_trigger()],
+            description=f"Triggered by profile.uploaded, at most once per {THROTTLE.total_seconds():g} s for the "
+            "whole pipeline; merges every app with pending uploads.",
         ),
         sweep.to_deployment(name="sweep", interval=cfg.sweep_every, description="Merges whatever is pending."),
         delete.to_deployment(
@@ -48,17 +72,19 @@ def deployments(cfg: Config) -> list[RunnerDeployment]:
             triggers=[app_trigger(DELETED, "autopgo delete on request")],
             description="Triggered by profile.deleted.",
         ),
+        scrape.to_deployment(name="now", description="Scrapes the apps named in the parameters at once."),
     ]
     if cfg.clean is not None:
         out.append(clean.to_deployment(name="clean", interval=cfg.clean.every))
-    for app in cfg.apps:
-        if app.scrape is not None:
-            out.append(
-                scrape.to_deployment(
-                    name=f"scrape-{app.name}",
-                    interval=app.scrape.every,
-                    parameters={"app": app.name},
-                    description=f"Scrapes {app.name} every {app.scrape.every}.",
-                )
+    for every, apps in sorted(apps_by_interval(cfg).items()):
+        name = f"every-{interval_name(every)}"
+        out.append(
+            scrape_tick.to_deployment(
+                name=name,
+                schedules=[tick_schedule(every)],
+                parameters={"every_seconds": every.total_seconds()},
+                description=f"Scrapes the {len(apps)} apps scraped every {interval_name(every)}, each at its own "
+                f"point of the interval; a run every {interval_name(tick_for(every))}.",
             )
+        )
     return out

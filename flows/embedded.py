@@ -23,7 +23,7 @@ import httpx
 
 from profiling.config import Config
 
-from .settings import CONFIG_ENV
+from .settings import CONFIG_ENV, STATE_ENV
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ class Embedded:
             # Show the domain's own log lines in the Prefect UI with the flow run's.
             PREFECT_LOGGING_EXTRA_LOGGERS="profiling",
         )
+        env[STATE_ENV] = str(self.data_dir / "state")
         if self.config_path is not None:
             env[CONFIG_ENV] = str(self.config_path)
         else:

@@ -1,70 +1,63 @@
-"""The merge flow (one app, triggered by uploads) and the sweep (every app, on a schedule)."""
+"""The merge flow (every app with pending uploads, triggered by uploads) and the sweep (on a schedule).
+
+One merge run serves the whole pipeline, not one app: the upload trigger fires
+at most once per ``THROTTLE`` window whatever the number of apps, and the run
+merges every app that has staged uploads, each as a task run named
+``merge <app>`` with its own logs and artifact, then keeps watching for that
+window so that the uploads whose events the throttle swallowed are merged
+within a poll. Runs that overlap share the work safely: an app's batch record
+lets one run at a time merge it (profiling.batches).
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from datetime import timedelta
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
 
-from profiling.batches import MergeReport, merge_pending
+from profiling.batches import MergeReport, find_pending, merge_pending
 from profiling.blobs import BlobStore
+from profiling.config import Config
 from profiling.deletion import delete_app, needs_cleanup
-from profiling.names import DELETED, STAGING, app_of, staging_prefix
 from profiling.summary import summarize
 
 from . import settings
 
-POLL_SECONDS = 0.5
-# After a merge is triggered for an app, further uploads within this window start no
-# new run (see deployments.py): the running one lingers that long to merge them.
-THROTTLE = timedelta(seconds=10)
+POLL_SECONDS = 1.0
+# After an upload triggers a merge run, further uploads within this window start
+# no new run (see deployments.py): the running one lingers that long to merge them.
+THROTTLE = timedelta(seconds=15)
 
 
-@flow(name="merge", description="Merge every staged upload of an app into <app>/default.pgo, each exactly once.")
-def merge(app: str, linger_seconds: float = THROTTLE.total_seconds()) -> dict[str, int]:
-    """Merge until nothing is staged, then keep watching for ``linger_seconds``.
-
-    The upload trigger fires once per app and throttle window; lingering for
-    that window merges the uploads whose events it swallowed within a poll,
-    instead of leaving them to the next sweep.
-    """
+@flow(name="merge", description="Merge the staged uploads of every app (or of those named), each exactly once.")
+def merge(apps: list[str] | None = None, linger_seconds: float = THROTTLE.total_seconds()) -> dict[str, int]:
+    """Merge until nothing is staged, then keep watching for ``linger_seconds``; uploads merged, by app."""
     cfg = settings.config()
     store = settings.store(cfg)
+    wanted = set(apps) if apps is not None else None
     deadline = time.monotonic() + linger_seconds
-    reports = []
+    merged: dict[str, int] = {}
     try:
         while True:
-            reports.append(merge_pending(store, app, cfg.app(app).prune))
-            if not _await_uploads(store, app, deadline):
+            pending = _staged(store, wanted)
+            for app, count in _merge_apps(store, cfg, pending).items():
+                merged[app] = merged.get(app, 0) + count
+            if time.monotonic() >= deadline:
                 break
+            time.sleep(POLL_SECONDS)
     finally:
         store.close()
-    report = _combine(app, reports)
-    _publish(report)
-    return {"batches": report.batches, "merged": len(report.merged), "rejected": len(report.rejected)}
+    get_run_logger().info("merged %d uploads of %d apps", sum(merged.values()), len(merged))
+    return merged
 
 
-def _await_uploads(store: BlobStore, app: str, deadline: float) -> bool:
-    """Whether an upload got staged before ``deadline``."""
-    while time.monotonic() < deadline:
-        if any(True for _ in store.list(staging_prefix(app))):
-            return True
-        time.sleep(POLL_SECONDS)
-    return False
-
-
-def _combine(app: str, reports: list[MergeReport]) -> MergeReport:
-    out = MergeReport(app)
-    for r in reports:
-        out.batches += r.batches
-        out.merged += r.merged
-        out.rejected += r.rejected
-    firsts = [r for r in reports if r.batches]
-    if firsts:
-        out.size_before, out.size_after, out.profile = firsts[0].size_before, firsts[-1].size_after, firsts[-1].profile
-    return out
+def _staged(store: BlobStore, wanted: set[str] | None) -> list[str]:
+    staged = find_pending(store).staged
+    return sorted(staged if wanted is None else staged & wanted)
 
 
 @flow(name="sweep", description="Merge what is staged and finish deletes, including those whose event was lost.")
@@ -72,27 +65,35 @@ def sweep() -> dict[str, int]:
     log = get_run_logger()
     cfg = settings.config()
     store = settings.store(cfg)
-    merged: dict[str, int] = {}
     try:
-        staged, deleted = set(), set()
-        for info in store.list():
-            app = app_of(info.key)
-            if app and f"/{STAGING}/" in info.key:
-                staged.add(app)
-            elif app and f"/{DELETED}/" in info.key:
-                deleted.add(app)
-        for app in sorted(deleted):
+        pending = find_pending(store)
+        for app in sorted(pending.deleted):
             if needs_cleanup(store, app) and delete_app(store, app, lock_timeout=5, take_over=False):
                 log.info("%s: finished a delete", app)
-        for app in sorted(staged):
-            report = merge_pending(store, app, cfg.app(app).prune)
-            merged[app] = len(report.merged)
-            if report.merged or report.rejected:
-                _publish(report)
+        merged = _merge_apps(store, cfg, sorted(pending.staged))
     finally:
         store.close()
     log.info("swept %d apps: %s", len(merged), merged or "nothing pending")
     return merged
+
+
+def _merge_apps(store: BlobStore, cfg: Config, apps: Iterable[str]) -> dict[str, int]:
+    """Merge each app as its own task run; a failing app is reported in its task and does not stop the others."""
+    merged: dict[str, int] = {}
+    for app in apps:
+        state = merge_app(app, store, cfg, return_state=True)
+        if state.is_completed():
+            merged[app] = state.result()
+    return merged
+
+
+@task(name="merge-app", task_run_name="merge {app}", cache_policy=NO_CACHE)
+def merge_app(app: str, store: BlobStore, cfg: Config) -> int:
+    """Merge the app's staged uploads; publish what was done when anything was. Returns the uploads merged."""
+    report = merge_pending(store, app, cfg.app(app).prune)
+    if report.merged or report.rejected:
+        _publish(report)
+    return len(report.merged)
 
 
 def _publish(report: MergeReport) -> None:

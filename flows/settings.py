@@ -8,16 +8,26 @@ else the defaults.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from profiling.blobs import BlobStore
 from profiling.config import Config, find_config
 from profiling.stores import open_store
 
 CONFIG_ENV = "AUTOPGO_CONFIG"
+STATE_ENV = "AUTOPGO_STATE"
 
 
 def config() -> Config:
     return find_config(os.environ.get(CONFIG_ENV) or None)[0]
+
+
+def state_dir() -> Path:
+    """Where flow runs keep what must outlive them (a target file's last good list):
+    ``AUTOPGO_STATE``, set by ``autopgo up`` to ``<data>/state``; else ``~/.local/state/autopgo``."""
+    if os.environ.get(STATE_ENV):
+        return Path(os.environ[STATE_ENV])
+    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "autopgo"
 
 
 def store(cfg: Config) -> BlobStore:

@@ -43,6 +43,7 @@ from .merge import Merger
 from .model import Profile
 from .proto.columns_pb2 import ByteStringProfile
 from .names import (
+    app_of,
     batch_key,
     merged_key,
     rejected_prefix,
@@ -108,6 +109,28 @@ class MergedProfile:
     tables: ProfileTables
     batch: str | None
     since: int
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """What a sweep of the whole store finds to do."""
+
+    staged: frozenset[str]  # apps with uploads waiting to be merged
+    deleted: frozenset[str]  # apps with a tombstone, whose delete may be unfinished
+
+
+def find_pending(store: BlobStore) -> Pending:
+    """Every app with staged uploads, and every app with a tombstone, in one listing of the store."""
+    staged, deleted = set(), set()
+    for info in store.list():
+        app = app_of(info.key)
+        if app is None:
+            continue
+        if info.key.startswith(staging_prefix(app)):
+            staged.add(app)
+        elif info.key.startswith(tombstone_prefix(app)):
+            deleted.add(app)
+    return Pending(frozenset(staged), frozenset(deleted))
 
 
 def latest_tombstone(store: BlobStore, app: str) -> int:

@@ -8,6 +8,7 @@ Nomad sources implement the same protocol.)
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from .atomicfile import atomic_write
 from .errors import ConfigError
 from .yamlfile import load_yaml
 
@@ -72,10 +74,16 @@ class StaticTargets:
 
 
 class FileTargets:
-    """Targets from a YAML or JSON file, re-read whenever it changes."""
+    """Targets from a YAML or JSON file, re-read whenever it changes.
 
-    def __init__(self, path: str | Path) -> None:
+    With ``saved``, the last good list is also kept in that file, so that a
+    process started after the target file broke (each flow run is a new one)
+    still has it.
+    """
+
+    def __init__(self, path: str | Path, saved: Path | None = None) -> None:
         self.path = Path(path)
+        self.saved = saved
         self._stamp: tuple[int, int, int] | None = None
         self._good: list[Target] | None = None
 
@@ -92,11 +100,37 @@ class FileTargets:
             targets = parse_target_list(data if data is not None else [], str(self.path))
         except ConfigError as exc:
             return self._keep(str(exc))
+        if targets != self._good:
+            self._save(targets)
         self._stamp, self._good = stamp, targets
         return list(targets)
 
     def _keep(self, problem: str) -> list[Target]:
         if self._good is None:
+            self._good = self._load()
+        if self._good is None:
             raise ConfigError(problem)
         log.error("%s; keeping the last good list of %d targets", problem, len(self._good))
         return list(self._good)
+
+    def _save(self, targets: list[Target]) -> None:
+        if self.saved is None:
+            return
+        data = [{"address": t.address, "path": t.path, "scheme": t.scheme} for t in targets]
+        try:
+            self.saved.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.saved, json.dumps({"file": str(self.path), "targets": data}).encode())
+        except OSError as exc:  # the scrape goes on; only a later broken edit would miss it
+            log.warning("cannot keep the target list of %s in %s: %s", self.path, self.saved, exc.strerror or exc)
+
+    def _load(self) -> list[Target] | None:
+        if self.saved is None:
+            return None
+        try:
+            data = json.loads(self.saved.read_bytes())
+            return parse_target_list(data["targets"], str(self.saved))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError, ConfigError) as exc:
+            log.warning("ignoring the saved target list %s: %s", self.saved, exc)
+            return None

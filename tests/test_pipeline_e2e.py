@@ -126,12 +126,13 @@ apps:
             wait_for("the API", lambda: healthy(f"{api}/api/ready"), 120)
             deployment = wait_for(
                 "the scrape deployment",
-                lambda: _json(httpx.get(f"{prefect}/deployments/name/scrape/scrape-{APP}", timeout=5)),
+                lambda: _json(httpx.get(f"{prefect}/deployments/name/scrape/now", timeout=5)),
                 120,
             )
+            run_now = {"parameters": {"apps": [APP]}}
             wait_for(
                 "a scrape run to be created",
-                lambda: httpx.post(f"{prefect}/deployments/{deployment['id']}/create_flow_run", json={}, timeout=10)
+                lambda: httpx.post(f"{prefect}/deployments/{deployment['id']}/create_flow_run", json=run_now, timeout=10)
                 .is_success,
                 60,
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ import profiling.scrape as scrape_mod
 from profiling.codec import decode
 from profiling.errors import ConfigError
 from profiling.model import ValueType
-from profiling.scrape import ScrapeError, ScrapeReport, fetch_profile, pick, scrape
+from profiling.scrape import ScrapeError, ScrapeReport, fetch_profile, pick, scrape, scrape_async
 from profiling.targets import DEFAULT_PATH, FileTargets, StaticTargets, Target, parse_target_list
 
 # -- parse_target_list --------------------------------------------------------------
@@ -341,11 +342,18 @@ def closed_port() -> str:
     return f"127.0.0.1:{port}"
 
 
+def fetch(target: Target, duration: timedelta) -> bytes:
+    async def run() -> bytes:
+        async with httpx.AsyncClient() as client:
+            return await fetch_profile(client, target, duration)
+
+    return asyncio.run(run())
+
+
 def test_fetch_profile_sends_seconds_and_returns_body(http_server: ThreadingHTTPServer) -> None:
     target = Target(address_of(http_server), "/ok")
-    with httpx.Client() as client:
-        assert fetch_profile(client, target, timedelta(seconds=3)) == b"profile:/ok"
-        assert fetch_profile(client, target, timedelta(milliseconds=200)) == b"profile:/ok"
+    assert fetch(target, timedelta(seconds=3)) == b"profile:/ok"
+    assert fetch(target, timedelta(milliseconds=200)) == b"profile:/ok"
     assert http_server.requests == [("/ok", {"seconds": ["3"]}), ("/ok", {"seconds": ["1"]})]  # type: ignore[attr-defined]
 
 
@@ -355,16 +363,16 @@ def test_fetch_profile_sends_seconds_and_returns_body(http_server: ThreadingHTTP
 )
 def test_fetch_profile_http_error_is_one_line(http_server: ThreadingHTTPServer, path: str, expected: str) -> None:
     target = Target(address_of(http_server), path)
-    with httpx.Client() as client, pytest.raises(ScrapeError) as info:
-        fetch_profile(client, target, timedelta(seconds=1))
+    with pytest.raises(ScrapeError) as info:
+        fetch(target, timedelta(seconds=1))
     message = str(info.value)
     assert message == f"{target.url()}: {expected}"
 
 
 def test_fetch_profile_connection_refused(closed_port: str) -> None:
     target = Target(closed_port)
-    with httpx.Client() as client, pytest.raises(ScrapeError) as info:
-        fetch_profile(client, target, timedelta(seconds=1))
+    with pytest.raises(ScrapeError) as info:
+        fetch(target, timedelta(seconds=1))
     message = str(info.value)
     assert message.startswith(target.url() + ": ") and "\n" not in message
     assert "ConnectError" in message
@@ -374,8 +382,8 @@ def test_fetch_profile_timeout(silent_server: str, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(scrape_mod, "FETCH_MARGIN", timedelta(seconds=1))
     target = Target(silent_server)
     started = time.monotonic()
-    with httpx.Client() as client, pytest.raises(ScrapeError) as info:
-        fetch_profile(client, target, timedelta(seconds=1))
+    with pytest.raises(ScrapeError) as info:
+        fetch(target, timedelta(seconds=1))
     elapsed = time.monotonic() - started
     message = str(info.value)
     assert message == f"{target.url()}: no profile within 2s"
@@ -419,20 +427,19 @@ def trickle_server() -> Iterator[str]:
 def test_fetch_profile_timeout_bounds_a_trickling_target(trickle_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(scrape_mod, "FETCH_MARGIN", timedelta(milliseconds=300))  # deadline: 1.3 s
     started = time.monotonic()
-    with httpx.Client() as client, pytest.raises(ScrapeError):
-        fetch_profile(client, Target(trickle_server), timedelta(seconds=1))
+    with pytest.raises(ScrapeError):
+        fetch(Target(trickle_server), timedelta(seconds=1))
     assert time.monotonic() - started < 1.9
 
 
 def test_fetch_profile_oversize(http_server: ThreadingHTTPServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(scrape_mod, "MAX_PROFILE_BYTES", 1000)
     target = Target(address_of(http_server), "/big")
-    with httpx.Client() as client, pytest.raises(ScrapeError) as info:
-        fetch_profile(client, target, timedelta(seconds=1))
+    with pytest.raises(ScrapeError) as info:
+        fetch(target, timedelta(seconds=1))
     assert str(info.value) == f"{target.url()}: profile larger than 1000 bytes"
     monkeypatch.setattr(scrape_mod, "MAX_PROFILE_BYTES", _Handler.big)  # exactly the limit is fine
-    with httpx.Client() as client:
-        assert len(fetch_profile(client, target, timedelta(seconds=1))) == _Handler.big
+    assert len(fetch(target, timedelta(seconds=1))) == _Handler.big
 
 
 def test_scrape_failing_upload_does_not_stop_others(http_server: ThreadingHTTPServer) -> None:
@@ -455,9 +462,19 @@ def test_scrape_failing_upload_does_not_stop_others(http_server: ThreadingHTTPSe
 def test_scrape_samples_and_uses_given_client(http_server: ThreadingHTTPServer) -> None:
     address = address_of(http_server)
     targets = [Target(address, f"/t{i}") for i in range(6)]
-    with httpx.Client() as client:
-        report = scrape(targets, 2, timedelta(seconds=1), lambda data: data.decode(), rng=random.Random(3), client=client)
-        assert not client.is_closed  # a client passed in is the caller's to close
+
+    async def upload(data: bytes) -> str:
+        return data.decode()
+
+    async def run() -> ScrapeReport:
+        async with httpx.AsyncClient() as client:
+            report = await scrape_async(
+                targets, 2, timedelta(seconds=1), upload, client=client, rng=random.Random(3)
+            )
+            assert not client.is_closed  # a client passed in is the caller's to close
+            return report
+
+    report = asyncio.run(run())
     expected = pick(targets, 2, random.Random(3))
     assert set(report.uploaded) == {t.url() for t in expected}
     assert report.failed == {}

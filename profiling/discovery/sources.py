@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 from ..config import ScrapeConfig
 from ..targets import FileTargets, StaticTargets, TargetSource
 from .consul import ConsulTargetSource
@@ -16,8 +19,9 @@ class SourceCache:
     the file; a discovery source keeps its ``last_error`` for health reports.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, state_dir: Path | None = None) -> None:
         self._sources: dict[object, TargetSource] = {}
+        self._state_dir = state_dir  # where file sources keep their last good list
 
     def source(self, app: str, cfg: ScrapeConfig) -> TargetSource:
         targets = cfg.targets
@@ -26,7 +30,7 @@ class SourceCache:
         key = (app, targets)
         if key not in self._sources:
             if targets.file is not None:
-                self._sources[key] = FileTargets(targets.file)
+                self._sources[key] = FileTargets(targets.file, self._saved_list(app, targets.file))
             elif targets.kubernetes is not None:
                 self._sources[key] = KubernetesTargetSource.from_config(app, targets.kubernetes)
             elif targets.consul is not None:
@@ -35,3 +39,9 @@ class SourceCache:
                 assert targets.nomad is not None
                 self._sources[key] = NomadTargetSource.from_config(app, targets.nomad)
         return self._sources[key]
+
+    def _saved_list(self, app: str, file: Path) -> Path | None:
+        if self._state_dir is None:
+            return None
+        digest = hashlib.sha256(str(file).encode()).hexdigest()[:16]
+        return self._state_dir / "targets" / f"{app}-{digest}.json"
