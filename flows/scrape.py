@@ -34,7 +34,9 @@ from profiling.schedule import Due, due_in, tick_for, tick_start
 from profiling.scrape import DEFAULT_FETCH_LIMIT, new_client, scrape_async
 
 from . import settings
+from .logs import drop_empty_tracebacks
 
+drop_empty_tracebacks()
 # Sources live as long as the process; a file source also keeps its last good
 # list on disk (settings.state_dir()), so a broken edit is survived across runs.
 _sources = SourceCache(settings.state_dir())
@@ -65,8 +67,7 @@ async def scrape_app(app: str, due: datetime | None, run: _Run) -> State:
         targets = await asyncio.to_thread(_sources.source(app, settings_).targets)
     except Exception as exc:  # noqa: BLE001 - a source that cannot list fails this app alone, in one line
         row["result"] = f"no targets: {exc}"
-        log.error("%s: cannot list targets: %s", app, exc)
-        return Failed(message=f"{app}: cannot list targets: {exc}")
+        return Failed(message=f"{app}: cannot list targets: {exc}")  # Prefect logs it
     report = await scrape_async(
         targets,
         settings_.sample_size,
@@ -80,7 +81,6 @@ async def scrape_app(app: str, due: datetime | None, run: _Run) -> State:
     if targets and not report.uploaded:
         reasons = "; ".join(report.failed.values())
         row["result"] = f"failed: {reasons}"
-        log.error("%s: %s", summary, reasons)
         return Failed(message=f"{summary}: {reasons}")
     row["result"] = "ok" if targets else "no targets"
     log.info(summary)

@@ -1,7 +1,7 @@
 """When each app is scraped: a stable phase per app within its interval, and the ticks that find them.
 
-Apps that share an interval are scraped by one run per *tick* (at most a
-minute long), not by one run per app. Each app has a phase: a stable offset in
+Apps that share an interval are scraped by one run per *tick* (at most five
+minutes long), not by one run per app. Each app has a phase: a stable offset in
 ``[0, every)`` derived from its name, so a fleet's scrapes spread over the
 interval instead of firing in the same second, and an app is always scraped at
 the same points of the clock: ``epoch + phase + k * every``. A tick covers the
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 EPOCH = datetime(2020, 1, 1, tzinfo=UTC)  # where phases and ticks are counted from
-MAX_TICK = timedelta(minutes=1)
+MAX_TICK = timedelta(minutes=5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,10 +28,11 @@ class Due:
 
 
 def tick_for(every: timedelta) -> timedelta:
-    """How often the run that scrapes apps of interval ``every`` starts: ``every``, at most a minute.
+    """How often the run that scrapes apps of interval ``every`` starts: ``every``, at most five minutes.
 
-    The tick divides ``every`` whenever ``every`` is a whole number of minutes
-    or shorter than one, so every tick starts on the same points of the clock.
+    Longer intervals are split so that a run never sleeps for hours waiting for
+    its apps (a restart would lose them); a tick need not divide the interval,
+    since each app's due times are counted from the epoch, not from the tick.
     """
     return min(every, MAX_TICK)
 

@@ -121,7 +121,8 @@ async def scrape_async(
             log.info("scraped and uploaded %s", url)
         except Exception as exc:  # noqa: BLE001 - one failing target must not stop the others
             report.failed[url] = str(exc)
-            log.warning("skipping %s: %s", url, exc)
+            reason = str(exc)
+            log.warning("skipping %s", reason if reason.startswith(url) else f"{url}: {reason}")
 
     await asyncio.gather(*(one(t) for t in chosen))
     return report

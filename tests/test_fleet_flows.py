@@ -1,0 +1,205 @@
+"""The fleet design with a real Prefect server (`autopgo up`): many apps in one scrape run, each a
+task run that fails alone; one throttled merge run for every app with pending uploads; a target
+file's last good list that outlives the run that read it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from processes import free_port, healthy, wait_for
+from profiling.codec import encode
+from profiling.stores import open_store
+from sample_profiles import cpu_profile
+
+pytestmark = pytest.mark.slow
+
+GOOD = ["good-a", "good-b", "good-c"]
+FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+class Targets:
+    """Instances answering like net/http/pprof: /ok/... with a CPU profile, /fail/... with a 500."""
+
+    def __init__(self) -> None:
+        profile = encode(cpu_profile())
+        self.requests: list[str] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                outer.requests.append(self.path)
+                ok = self.path.startswith("/ok/")
+                body = profile if ok else b"profiler broke"
+                self.send_response(200 if ok else 500)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@dataclass
+class Pipeline:
+    prefect: str
+    api: str
+    blobs: Path
+    targets_file: Path
+
+    def run_now(self, apps: list[str]) -> dict[str, Any]:
+        """A run of `scrape/now` for ``apps``, waited for to its final state."""
+        deployment = httpx.get(f"{self.prefect}/deployments/name/scrape/now", timeout=10).json()
+        run = httpx.post(
+            f"{self.prefect}/deployments/{deployment['id']}/create_flow_run",
+            json={"parameters": {"apps": apps}},
+            timeout=10,
+        ).json()
+        return wait_for("the scrape run to end", lambda: self._final(run["id"]), 180, every=1)
+
+    def _final(self, run_id: str) -> dict[str, Any] | None:
+        run = httpx.get(f"{self.prefect}/flow_runs/{run_id}", timeout=10).json()
+        return run if run["state"]["type"] in FINAL else None
+
+    def task_runs(self, run_id: str, count: int) -> dict[str, dict[str, Any]]:
+        """The run's task runs by name, once ``count`` of them have reached a final state."""
+
+        def final() -> dict[str, dict[str, Any]] | None:
+            body = {"flow_runs": {"id": {"any_": [run_id]}}}
+            runs = httpx.post(f"{self.prefect}/task_runs/filter", json=body, timeout=10).json()
+            done = {r["name"]: r for r in runs if r["state"] and r["state"]["type"] in FINAL}
+            return done if len(done) >= count else None
+
+        return wait_for("the task runs", final, 60, every=1)
+
+    def logs(self, run_id: str) -> list[str]:
+        body = {"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200}
+        return [entry["message"] for entry in httpx.post(f"{self.prefect}/logs/filter", json=body, timeout=10).json()]
+
+    def flow_runs(self, flow: str) -> list[dict[str, Any]]:
+        body = {"flows": {"name": {"any_": [flow]}}}
+        return httpx.post(f"{self.prefect}/flow_runs/filter", json=body, timeout=10).json()
+
+    def merged_apps(self) -> set[str]:
+        store = open_store(str(self.blobs))
+        try:
+            return {info.key.split("/")[0] for info in store.list() if info.key.endswith("/default.pgo")}
+        finally:
+            store.close()
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    tmp = tmp_path_factory.mktemp("fleet")
+    targets = Targets()
+    api_port, prefect_port, closed = free_port(), free_port(), free_port()
+    targets_file = tmp / "targets.yaml"
+    targets_file.write_text(f'- address: "{targets.address}"\n  path: /ok/filed\n')
+
+    def app(name: str, source: str) -> str:
+        return f"  - name: {name}\n    scrape:\n      every: 24h\n      duration: 1s\n      targets:\n{source}"
+
+    static_good = lambda name: f'        static: [{{address: "{targets.address}", path: /ok/{name}}}]\n'  # noqa: E731
+    config = tmp / "autopgo.yaml"
+    config.write_text(
+        f"blob_store: {tmp / 'blobs'}\napi:\n  url: http://127.0.0.1:{api_port}\nsweep_every: 1h\napps:\n"
+        + "".join(app(name, static_good(name)) for name in GOOD)
+        + app(
+            "bad-target",
+            f'        static: [{{address: "{targets.address}", path: /fail/x}}, {{address: "127.0.0.1:{closed}"}}]\n',
+        )
+        + app("bad-source", f"        consul: {{address: 'http://127.0.0.1:{closed}', timeout: 2s}}\n")
+        + app("filed", f"        file: {targets_file}\n")
+    )
+    log = (tmp / "up.log").open("wb")
+    up = subprocess.Popen(
+        [str(Path(sys.executable).parent / "autopgo"), "up", "-c", str(config), "--data", str(tmp / "data"),
+         "--prefect-port", str(prefect_port)],
+        env={k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AUTOPGO_"))},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    prefect = f"http://127.0.0.1:{prefect_port}/api"
+    try:
+        wait_for("the API", lambda: healthy(f"http://127.0.0.1:{api_port}/api/ready"), 180)
+        wait_for("the deployments", lambda: healthy(f"{prefect}/deployments/name/scrape/now"), 180)
+        yield Pipeline(prefect, f"http://127.0.0.1:{api_port}", tmp / "blobs", targets_file)
+    finally:
+        os.killpg(up.pid, signal.SIGTERM)
+        try:
+            up.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(up.pid, signal.SIGKILL)
+            up.wait()
+        log.close()
+        targets.close()
+
+
+def test_many_apps_in_one_run_each_failing_alone(pipeline: Pipeline) -> None:
+    apps = [*GOOD, "bad-target", "bad-source"]
+    run = pipeline.run_now(apps)
+    assert run["state"]["type"] == "FAILED"
+    assert "3 of 5 apps scraped" in run["state"]["message"]
+    assert "bad-target" in run["state"]["message"] and "bad-source" in run["state"]["message"]
+
+    tasks = pipeline.task_runs(run["id"], len(apps))
+    assert set(tasks) == {f"scrape {app}" for app in apps}
+    for app in GOOD:
+        assert tasks[f"scrape {app}"]["state"]["type"] == "COMPLETED"
+        assert tasks[f"scrape {app}"]["state"]["message"] == f"{app}: 1 uploaded, 0 failed of 1 targets"
+    bad_target = tasks["scrape bad-target"]["state"]
+    assert bad_target["type"] == "FAILED" and "HTTP 500: profiler broke" in bad_target["message"]
+    assert "ConnectError" in bad_target["message"]
+    bad_source = tasks["scrape bad-source"]["state"]
+    assert bad_source["type"] == "FAILED" and bad_source["message"].startswith("bad-source: cannot list targets: ")
+    assert "\n" not in bad_source["message"] + bad_target["message"]
+    logs = pipeline.logs(run["id"])
+    assert not [line for line in logs if "Traceback" in line or "NoneType" in line], logs
+    assert all("\n" not in line for line in logs), logs
+
+
+def test_one_throttled_merge_run_merges_every_pending_app(pipeline: Pipeline) -> None:
+    # The uploads of the run above each sent profile.uploaded; a few merge runs serve them all.
+    wait_for("every scraped app merged", lambda: set(GOOD) <= pipeline.merged_apps(), 120, every=1)
+    runs = pipeline.flow_runs("merge")
+    assert 1 <= len(runs) <= 2, [r["name"] for r in runs]
+    names: set[str] = set()
+    for run in runs:
+        wait_for("the merge run to end", lambda: pipeline._final(run["id"]), 120, every=1)
+        body = {"flow_runs": {"id": {"any_": [run["id"]]}}}
+        names |= {t["name"] for t in httpx.post(f"{pipeline.prefect}/task_runs/filter", json=body, timeout=10).json()}
+    assert {f"merge {app}" for app in GOOD} <= names
+
+
+def test_a_target_files_last_good_list_outlives_the_run(pipeline: Pipeline) -> None:
+    first = pipeline.run_now(["filed"])
+    assert first["state"]["type"] == "COMPLETED", first["state"]
+    pipeline.targets_file.write_text("- address: [not, an, address\n")  # a broken edit
+    time.sleep(0.01)
+    second = pipeline.run_now(["filed"])  # another run: another process
+    assert second["state"]["type"] == "COMPLETED", second["state"]
+    tasks = pipeline.task_runs(second["id"], 1)
+    assert tasks["scrape filed"]["state"]["message"] == "filed: 1 uploaded, 0 failed of 1 targets"
+    assert any("keeping the last good list of 1 targets" in line for line in pipeline.logs(second["id"]))
