@@ -118,7 +118,7 @@ async def scrape_async(
                 async with fetch_limit:
                     data = await fetch_profile(client, target, duration)
             report.uploaded[url] = await upload(data)
-            log.info("scraped and uploaded %s", url)
+            log.debug("scraped and uploaded %s", url)
         except Exception as exc:  # noqa: BLE001 - one failing target must not stop the others
             report.failed[url] = str(exc)
             reason = str(exc)

@@ -46,7 +46,7 @@ def test_deploy_all_and_a_worker_run_the_pipeline(cpu_profiles: list[Path], tmp_
         prefect("--no-prompt", "deploy", "--all")
 
         names = {d["name"] for d in httpx.post(f"{prefect_api}/deployments/filter", json={}, timeout=10).json()}
-        assert {"on-upload", "sweep", "on-delete", "clean", "scrape-example"} <= names
+        assert {"on-upload", "sweep", "on-delete", "clean", "now", "every-5m"} <= names
         automations = httpx.post(f"{prefect_api}/automations/filter", json={}, timeout=10).json()
         assert {a["trigger"]["expect"][0] for a in automations} == {"profile.uploaded", "profile.deleted"}
 
