@@ -2,9 +2,18 @@
 
 Starts, in this order, a local Prefect server (SQLite under the data folder,
 127.0.0.1, analytics off), the upload/download API, and a process serving
-every deployment; prints where the UI and the API are; and on Ctrl-C, SIGTERM
-or the death of any of them stops all three. Each runs in its own process
-group, which is signalled as a whole, so nothing they started is left behind.
+every deployment, each once the one before is ready; prints where the UI and
+the API are; and then supervises them. A child that dies is restarted, with
+backoff, once the rest of its process group is gone: the Prefect server too,
+since SQLite leaves its database consistent after a crash and, its old
+processes gone, no two servers write it at once. A child whose restarts keep
+failing stops everything. Ctrl-C or SIGTERM stops all three. Each runs in its
+own process group, which is signalled as a whole, so nothing they started is
+left behind.
+
+The pieces: ``RestartPolicy`` decides, from a child's past deaths alone,
+whether and when to restart it; ``Child`` is the process handling (spawn,
+readiness, stopping a whole group); ``Supervisor`` is the loop joining them.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,16 +38,198 @@ from .settings import CONFIG_ENV, STATE_ENV
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 15.0
+GROUP_GONE_TIMEOUT = 10.0  # how long a restart waits for what a dead child left in its group to exit
+POLL_EVERY = 0.5
+
+
+@dataclass(frozen=True)
+class Run:
+    """One life of a child that has ended, in ``time.monotonic()`` seconds."""
+
+    started: float
+    ended: float
+
+    @property
+    def uptime(self) -> float:
+        return self.ended - self.started
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """When to restart a child that died: exponential backoff, and when to give up.
+
+    The delay starts at ``first_delay`` and doubles with each death in a row that
+    came less than ``stable_after`` seconds after its start, up to ``max_delay``; a
+    child that stayed up that long starts again from ``first_delay``. A child that
+    died ``max_deaths`` times within ``window`` seconds is given up on.
+    """
+
+    first_delay: float = 1.0
+    max_delay: float = 30.0
+    stable_after: float = 60.0
+    max_deaths: int = 5
+    window: float = 300.0
+
+    def restart_delay(self, deaths: Sequence[Run]) -> float | None:
+        """Seconds to wait before restarting after the last of ``deaths`` (oldest first); None: give up."""
+        if not deaths:
+            raise ValueError("restart_delay needs at least one death")
+        last = deaths[-1].ended
+        if sum(1 for run in deaths if run.ended > last - self.window) >= self.max_deaths:
+            return None
+        short = 0  # the latest deaths in a row that each came soon after a start
+        for run in reversed(deaths):
+            if run.uptime >= self.stable_after:
+                break
+            short += 1
+        doublings = min(max(short - 1, 0), 32)  # bounded: 2**32 s is past any max_delay
+        return min(self.max_delay, self.first_delay * 2**doublings)
+
+
+def describe_exit(returncode: int) -> str:
+    """``exit status 1`` or ``killed by SIGKILL``, from a ``Popen.returncode``."""
+    if returncode >= 0:
+        return f"exit status {returncode}"
+    try:
+        return f"killed by {signal.Signals(-returncode).name}"
+    except ValueError:
+        return f"killed by signal {-returncode}"
+
+
+@dataclass
+class Child:
+    """One supervised command, run in a process group of its own; ready when ``ready_url`` answers 200."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    ready_url: str | None = None
+    process: subprocess.Popen | None = None
+    started: float = 0.0
+    deaths: list[Run] = field(default_factory=list)
+
+    def spawn(self) -> None:
+        self.process = subprocess.Popen(self.argv, env=self.env, start_new_session=True)
+        self.started = time.monotonic()
+        verb = "restarted" if self.deaths else "started"
+        log.info("%s %s (pid %d): %s", verb, self.name, self.process.pid, " ".join(self.argv))
+
+    def exit_status(self) -> int | None:
+        """The return code once the process has exited; None while it runs (or before it is spawned)."""
+        return None if self.process is None else self.process.poll()
+
+    def wait_ready(self, timeout: float, stop: threading.Event) -> str | None:
+        """None once ready (or once ``stop`` is set); else why it is not, in one line."""
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while not stop.is_set():
+            status = self.process.poll()
+            if status is not None:
+                return f"{self.name} exited ({describe_exit(status)}) while starting"
+            if self.ready_url is None or _answers(self.ready_url):
+                return None
+            if time.monotonic() > deadline:
+                return f"{self.name} was not ready at {self.ready_url} within {timeout:.0f}s"
+            stop.wait(0.3)
+        return None
+
+    def reap(self) -> Run:
+        """Record the death of the exited process and end what it left in its group.
+
+        Waits (boundedly) until the group is empty, so that a restart finds the port
+        free and no leftover process still using the child's files.
+        """
+        assert self.process is not None and self.process.returncode is not None
+        run = Run(self.started, time.monotonic())
+        self.deaths.append(run)
+        _signal_group(self.process, signal.SIGKILL)
+        if not _group_gone(self.process.pid, GROUP_GONE_TIMEOUT):
+            log.warning("what %s left in its process group has not exited yet", self.name)
+        self.process = None
+        return run
+
+    def stop(self) -> None:
+        """SIGTERM the group and wait up to STOP_TIMEOUT for the child, then SIGKILL whatever is left."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        if process.poll() is None:
+            _signal_group(process, signal.SIGTERM)
+            try:
+                process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop within %.0fs; killing it", self.name, STOP_TIMEOUT)
+        # Whatever the process left in its group (flow runs, server workers) goes too.
+        _signal_group(process, signal.SIGKILL)
+        process.wait()
+
+
+@dataclass
+class Supervisor:
+    """Starts children in order, restarts those that die per ``policy``, stops them all."""
+
+    children: list[Child]
+    policy: RestartPolicy = field(default_factory=RestartPolicy)
+    ready_timeout: float = 120.0
+
+    def start(self, stop: threading.Event) -> None:
+        """Start each child and wait until it is ready; RuntimeError if one is not (nothing is restarted yet)."""
+        for child in self.children:
+            if stop.is_set():
+                return
+            child.spawn()
+            reason = child.wait_ready(self.ready_timeout, stop)
+            if reason is not None:
+                raise RuntimeError(reason)
+
+    def watch(self, stop: threading.Event) -> int:
+        """Until ``stop`` is set (0) or a child is given up on (1), restarting those that die."""
+        while not stop.wait(POLL_EVERY):
+            for child in self.children:
+                status = child.exit_status()
+                if status is None:
+                    continue
+                reason = self._restart(child, status, stop)
+                if reason is not None:
+                    log.error("%s; stopping everything", reason)
+                    return 1
+                if stop.is_set():
+                    break
+        return 0
+
+    def _restart(self, child: Child, status: int, stop: threading.Event) -> str | None:
+        """Restart ``child``, which exited with ``status``, after the policy's delay; why not, if it gives up.
+
+        A restart that dies again while starting is left for the next round of ``watch``.
+        """
+        run = child.reap()
+        how = f"{describe_exit(status)} after {run.uptime:.0f}s up"
+        delay = self.policy.restart_delay(child.deaths)
+        if delay is None:
+            deaths, window = self.policy.max_deaths, self.policy.window
+            return f"{child.name} died {deaths} times within {window:.0f}s (the last: {how})"
+        log.warning("%s died (%s); restarting it in %.0fs", child.name, how, delay)
+        if stop.wait(delay):
+            return None
+        child.spawn()
+        reason = child.wait_ready(self.ready_timeout, stop)
+        if reason is not None and child.exit_status() is None:
+            return reason
+        return None
+
+    def stop(self) -> None:
+        for child in reversed(self.children):
+            child.stop()
 
 
 @dataclass
 class Embedded:
+    """What `autopgo up` runs: the three children, their order and environment."""
+
     config: Config
     config_path: Path | None  # None: the defaults, no file
     data_dir: Path
     prefect_port: int = 4200
-    ready_timeout: float = 120.0
-    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     @property
     def prefect_url(self) -> str:
@@ -67,15 +259,16 @@ class Embedded:
             env.pop(CONFIG_ENV, None)
         return env
 
-    def start(self) -> None:
+    def children(self) -> list[Child]:
+        """The Prefect server, the API and the flow server, in the order they start."""
         env = self.environment()
         bin_dir = Path(sys.executable).parent
-        self._spawn(
+        prefect = Child(
             "prefect",
             [str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(self.prefect_port)],
             env,
+            ready_url=f"{self.prefect_url}/api/health",
         )
-        self._wait_ready("prefect", f"{self.prefect_url}/api/health")
         host, port = self.config.listen_address()
         server = [
             str(bin_dir / "autopgo"),
@@ -95,53 +288,16 @@ class Embedded:
             server += ["--config", str(self.config_path)]
         if self.config.api_token:
             env = {**env, "AUTOPGO_API_TOKEN": self.config.api_token}
-        self._spawn("api", server, env)
-        self._wait_ready("api", f"{self.config.api_url}/api/ready")
-        self._spawn("flows", [sys.executable, "-m", "flows.serve"], env)
-
-    def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> None:
-        log.info("starting %s: %s", name, " ".join(argv))
-        self.processes[name] = subprocess.Popen(argv, env=env, start_new_session=True)
-
-    def _wait_ready(self, name: str, url: str) -> None:
-        deadline = time.monotonic() + self.ready_timeout
-        process = self.processes[name]
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"{name} exited with status {process.returncode} while starting")
-            try:
-                if httpx.get(url, timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError(f"{name} was not ready at {url} within {self.ready_timeout:.0f}s")
-
-    def wait(self, stop: threading.Event) -> int:
-        """Until ``stop`` is set (0) or a process dies (1)."""
-        while not stop.wait(0.5):
-            for name, process in self.processes.items():
-                if process.poll() is not None:
-                    log.error("%s exited with status %s; stopping everything", name, process.returncode)
-                    return 1
-        return 0
-
-    def stop(self) -> None:
-        for name, process in reversed(list(self.processes.items())):
-            _stop_group(name, process)
-        self.processes.clear()
+        api = Child("api", server, env, ready_url=f"{self.config.api_url}/api/ready")
+        flows = Child("flows", [sys.executable, "-m", "flows.serve"], env)
+        return [prefect, api, flows]
 
 
-def _stop_group(name: str, process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        _signal_group(process, signal.SIGTERM)
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            log.warning("%s did not stop within %.0fs; killing it", name, STOP_TIMEOUT)
-    # Whatever the process left in its group (flow runs, server workers) goes too.
-    _signal_group(process, signal.SIGKILL)
-    process.wait()
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def _signal_group(process: subprocess.Popen, sig: int) -> None:
@@ -151,17 +307,33 @@ def _signal_group(process: subprocess.Popen, sig: int) -> None:
         pass
 
 
+def _group_gone(pgid: int, timeout: float) -> bool:
+    """Whether process group ``pgid`` has no process left (zombies included) within ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+
+
 def run(config: Config, config_path: Path | None, data_dir: Path, prefect_port: int = 4200) -> int:
-    """Run the embedded pipeline until Ctrl-C or SIGTERM; returns the exit status."""
+    """Run the embedded pipeline until Ctrl-C or SIGTERM (0) or until a child is given up on (1)."""
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     pipeline = Embedded(config, config_path, data_dir, prefect_port)
+    supervisor = Supervisor(pipeline.children())
     try:
-        pipeline.start()
+        supervisor.start(stop)
+        if stop.is_set():
+            return 0
         print(f"Prefect UI:  {pipeline.prefect_url}", flush=True)
         print(f"autopgo API: {config.api_url}", flush=True)
-        return pipeline.wait(stop)
+        return supervisor.watch(stop)
     finally:
-        pipeline.stop()
+        supervisor.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -71,6 +71,19 @@ def healthy(url: str) -> bool:
         return False
 
 
+def processes_using(marker: str) -> list[int]:
+    """Pids whose environment mentions ``marker`` (e.g. the test's own data folder), but this one's."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if marker.encode() in (entry / "environ").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
 def prefect_env(home: Path, port: int, **extra: str) -> dict[str, str]:
     """The environment of a local Prefect server on SQLite under ``home``, and of its clients."""
     home.mkdir(parents=True, exist_ok=True)

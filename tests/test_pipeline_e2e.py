@@ -22,7 +22,7 @@ from profiling.batches import BATCH_COMMENT, SINCE_COMMENT
 from profiling.fileio import read_profile
 from profiling.model import Profile
 from profiling.stores import open_store
-from processes import free_port, healthy, wait_for
+from processes import free_port, healthy, processes_using, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -69,19 +69,6 @@ class RecordingProxy:
 def strip_batch_comments(p: Profile) -> Profile:
     p.comments = [c for c in p.comments if not c.startswith((BATCH_COMMENT, SINCE_COMMENT))]
     return p
-
-
-def processes_using(marker: str) -> list[int]:
-    """Pids whose environment mentions ``marker`` (the test's own data folder)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                if marker.encode() in (entry / "environ").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                pass
-    return found
 
 
 def test_scrape_merge_download_build_delete(service_binary: Path, tmp_path: Path) -> None:
