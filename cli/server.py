@@ -8,6 +8,8 @@ import sys
 from collections.abc import Mapping
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+DEFAULT_MAX_BODY = "64MiB"
+DEFAULT_MAX_DECOMPRESSED = "512MiB"
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -33,8 +35,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--blob-store",
         default=env.get("AUTOPGO_BLOB_STORE", "file://./data/blobs"),
         metavar="URL",
-        help="file:///path, a path, or s3://bucket/prefix?endpoint=...&region=... "
-        "(AUTOPGO_BLOB_STORE; default %(default)s)",
+        help="file:///path, file://./relative/path, a path, or s3://bucket/prefix?endpoint=...&region=...; "
+        "relative to the current folder (AUTOPGO_BLOB_STORE; default %(default)s)",
     )
     server.add_argument(
         "--token",
@@ -48,17 +50,17 @@ def register(commands: argparse._SubParsersAction) -> None:
         choices=LOG_LEVELS,
         help="(AUTOPGO_LOG_LEVEL; default %(default)s)",
     )
+    # Sizes are read in run_server, so that a bad one is reported naming the flag or variable it came from.
     server.add_argument(
         "--max-body",
-        default=env.get("AUTOPGO_MAX_BODY", "64MiB"),
         metavar="SIZE",
-        help="largest upload, as sent (AUTOPGO_MAX_BODY; default %(default)s)",
+        help="largest upload, as sent: bytes, or e.g. 64MiB (K, M, G, T are multiples of 1024) "
+        f"(AUTOPGO_MAX_BODY; default {DEFAULT_MAX_BODY})",
     )
     server.add_argument(
         "--max-decompressed",
-        default=env.get("AUTOPGO_MAX_DECOMPRESSED", "512MiB"),
         metavar="SIZE",
-        help="largest upload once decompressed (AUTOPGO_MAX_DECOMPRESSED; default %(default)s)",
+        help=f"largest upload once decompressed (AUTOPGO_MAX_DECOMPRESSED; default {DEFAULT_MAX_DECOMPRESSED})",
     )
     server.add_argument(
         "--accept-any-profile",
@@ -98,10 +100,12 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run_server(args: argparse.Namespace) -> int:
     import logging
 
-    from api.config import EventsConfig, ServerConfig, default_workers, parse_size, resolve_blob_url
+    from api.config import EventsConfig, ServerConfig, default_workers
     from api.limits import Limits
     from api.server import create_server, serve
     from profiling.errors import BlobStoreError, ConfigError
+    from profiling.stores import parse_store_url
+    from profiling.units import parse_size
 
     logging.basicConfig(
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
@@ -113,9 +117,15 @@ def run_server(args: argparse.Namespace) -> int:
     config = ServerConfig(
         host=args.host,
         port=args.port,
-        blob_store=resolve_blob_url(args.blob_store),
+        blob_store=parse_store_url(args.blob_store).url,  # a relative location: from the current folder
         token=args.token or None,
-        limits=Limits(parse_size(args.max_body), parse_size(args.max_decompressed)),
+        limits=Limits(
+            parse_size(*_given(args.max_body, "--max-body", "AUTOPGO_MAX_BODY", DEFAULT_MAX_BODY), allow_zero=False),
+            parse_size(
+                *_given(args.max_decompressed, "--max-decompressed", "AUTOPGO_MAX_DECOMPRESSED", DEFAULT_MAX_DECOMPRESSED),
+                allow_zero=False,
+            ),
+        ),
         accept_any_profile=args.accept_any_profile,
         workers=default_workers() if args.workers is None else args.workers,
         events=EventsConfig.choose(args.events, args.prefect_api_url, os.environ),
@@ -135,6 +145,15 @@ def run_server(args: argparse.Namespace) -> int:
     )
     serve(server)
     return 0
+
+
+def _given(value: str | None, flag: str, variable: str, default: str) -> tuple[str, str]:
+    """The flag's value, else the environment variable's, else the default; with the name to report it under."""
+    if value is not None:
+        return value, flag
+    if os.environ.get(variable):
+        return os.environ[variable], variable
+    return default, flag
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
