@@ -7,17 +7,15 @@ environment variables; the server itself reads no environment.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+
+from profiling.units import parse_duration
 
 from .limits import Limits
 
 EVENT_SINKS = ("prefect", "log")
 DEFAULT_BLOB_STORE = "file://./data/blobs"
-_SIZE = re.compile(r"\s*([0-9]+)\s*([kmgt]?)(i?b?)\s*", re.IGNORECASE)
-_UNITS = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40}
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +34,7 @@ class EventsConfig:
 
         Prefect's own variables give its URL and credentials (``PREFECT_API_URL``,
         ``PREFECT_API_KEY``, ``PREFECT_API_AUTH_STRING``); ``AUTOPGO_EVENTS_TIMEOUT``
-        the seconds one delivery may take.
+        how long one delivery may take (seconds, or a duration such as ``1500ms``).
         """
         url = prefect_api_url or env.get("PREFECT_API_URL") or None
         kind = (kind or env.get("AUTOPGO_EVENTS") or ("prefect" if url else "log")).strip().lower()
@@ -44,16 +42,13 @@ class EventsConfig:
             raise ValueError(f"unknown event sink {kind!r}: use one of {', '.join(EVENT_SINKS)}")
         if kind == "prefect" and not url:
             raise ValueError("--events prefect needs --prefect-api-url or PREFECT_API_URL")
-        try:
-            timeout = float(env.get("AUTOPGO_EVENTS_TIMEOUT") or 5.0)
-        except ValueError:
-            raise ValueError(f"AUTOPGO_EVENTS_TIMEOUT must be seconds, not {env['AUTOPGO_EVENTS_TIMEOUT']!r}") from None
+        timeout = parse_duration(env.get("AUTOPGO_EVENTS_TIMEOUT") or "5", "AUTOPGO_EVENTS_TIMEOUT", bare_seconds=True)
         return cls(
             kind,
             url,
             env.get("PREFECT_API_KEY") or None,
             env.get("PREFECT_API_AUTH_STRING") or None,
-            timeout,
+            timeout.total_seconds(),
         )
 
 
@@ -75,31 +70,3 @@ class ServerConfig:
 def default_workers(cpus: int | None = None) -> int:
     """Validation processes by default: one core is left to the server process itself, at most four."""
     return max(1, min(4, (cpus or os.cpu_count() or 1) - 1))
-
-
-def parse_size(text: str) -> int:
-    """A byte count: ``1048576``, ``64MiB``, ``64M``, ``512k`` (binary multiples)."""
-    match = _SIZE.fullmatch(text)
-    if not match or (match.group(3) and match.group(3).lower() not in ("b", "ib")):
-        raise ValueError(f"bad size {text!r}: use bytes, or a number with K, M, G or T (e.g. 64MiB)")
-    return int(match.group(1)) << _UNITS[match.group(2).lower()]
-
-
-def resolve_blob_url(url: str, cwd: Path | None = None) -> str:
-    """A relative file location made absolute: ``file://./data`` and plain paths.
-
-    ``file://./x``, ``file://../x`` and ``file://~/x`` are read as paths
-    relative to ``cwd`` (or home); a plain path becomes a ``file://`` URL.
-    Every other URL is returned as it is, for ``open_store`` to judge.
-    """
-    base = cwd or Path.cwd()
-    if url.startswith("file://"):
-        rest = url[len("file://") :]
-        if not rest.startswith(("./", "../", "~")) and rest not in (".", ".."):
-            return url
-        path = rest
-    elif "://" in url or not url.strip():
-        return url
-    else:
-        path = url
-    return "file://" + str((base / Path(path).expanduser()).resolve())

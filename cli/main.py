@@ -39,7 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if isinstance(exc, (ProfileError, ConfigError, ValueError, OSError, ClientError, BlobStoreError)):
             message = str(exc) if not isinstance(exc, OSError) else _os_error(exc)
-            print(f"autopgo {args.command}: {message}", file=sys.stderr)
+            # One line per mistake: a configuration file can hold several, each reported on its own line.
+            for line in message.splitlines() or [""]:
+                print(f"autopgo {args.command}: {line}", file=sys.stderr)
             return 1
         raise
 

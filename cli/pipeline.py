@@ -32,8 +32,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                        help="blob store URL (env AUTOPGO_BLOB_STORE; default: the one in --config)")
     clean.add_argument("-c", "--config", default=os.environ.get("AUTOPGO_CONFIG"),
                        help="configuration naming the blob store (env AUTOPGO_CONFIG; default ./autopgo.yaml if there is one)")
-    clean.add_argument("--older-than", metavar="DURATION", help="e.g. 720h: not written for this long")
-    clean.add_argument("--larger-than", type=int, metavar="BYTES", help="larger than this many bytes")
+    clean.add_argument("--older-than", metavar="DURATION", help="not written for this long, e.g. 720h, 30d or 1h30m")
+    clean.add_argument("--larger-than", metavar="SIZE",
+                       help="larger than this: bytes, or e.g. 10MiB (K, M, G, T are multiples of 1024)")
     clean.add_argument("--dry-run", action="store_true", help="only list what would be removed")
     clean.set_defaults(run=run_clean)
 
@@ -53,15 +54,18 @@ def run_up(args: argparse.Namespace) -> int:
 
 def run_clean(args: argparse.Namespace) -> int:
     from profiling.cleaning import CleanRule, clean
-    from profiling.config import find_config, parse_duration
+    from profiling.config import find_config
     from profiling.stores import open_store
+    from profiling.units import parse_duration, parse_size
 
-    if not args.older_than and args.larger_than is None:
+    if args.older_than is None and args.larger_than is None:
         raise ValueError("give --older-than, --larger-than or both")
-    older = parse_duration(args.older_than, "--older-than") if args.older_than else None
+    older = parse_duration(args.older_than, "--older-than") if args.older_than is not None else None
+    larger = parse_size(args.larger_than, "--larger-than") if args.larger_than is not None else None
+    # A relative --blob-store is relative to the current folder; the configuration's, to its file.
     store = open_store(args.blob_store or find_config(args.config)[0].blob_store)
     try:
-        removed = clean(store, CleanRule(older, args.larger_than), dry_run=args.dry_run)
+        removed = clean(store, CleanRule(older, larger), dry_run=args.dry_run)
     finally:
         store.close()
     verb = "would remove" if args.dry_run else "removed"

@@ -52,10 +52,10 @@ def register(commands: argparse._SubParsersAction) -> None:
 def _add_limit(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-decompressed",
-        type=int,
-        default=512 << 20,
-        metavar="BYTES",
-        help="refuse a profile larger than this once decompressed (default 512 MiB)",
+        default="512MiB",
+        metavar="SIZE",
+        help="refuse a profile larger than this once decompressed: bytes, or e.g. 64MiB "
+        "(K, M, G, T are multiples of 1024; default %(default)s)",
     )
 
 
@@ -72,6 +72,12 @@ def _at_least(low: int) -> Callable[[str], int]:
         return value
 
     return convert
+
+
+def _max_decompressed(args: argparse.Namespace) -> int:
+    from profiling.units import parse_size
+
+    return parse_size(args.max_decompressed, "--max-decompressed", allow_zero=False)
 
 
 def _usable_cpus() -> int:
@@ -93,9 +99,10 @@ def run_merge(args: argparse.Namespace) -> int:
         raise ValueError("standard input can be read only once")
     if args.output == DASH:
         check_stdout()
+    limit = _max_decompressed(args)
     rules = _prune_rules(args)
 
-    merged = merge_files(args.inputs, jobs=args.jobs, max_decompressed=args.max_decompressed)
+    merged = merge_files(args.inputs, jobs=args.jobs, max_decompressed=limit)
     if rules or args.trim:
         from profiling.rules import apply_rules
         from profiling.tables import to_profile
@@ -131,7 +138,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     from profiling.fileio import read_profile
     from profiling.summary import summarize
 
-    s = summarize(read_profile(args.input, max_decompressed=args.max_decompressed), top=args.top)
+    s = summarize(read_profile(args.input, max_decompressed=_max_decompressed(args)), top=args.top)
     out = sys.stdout
     out.write(f"Sample types: {', '.join(s.sample_types) or 'none'}\n")
     out.write(f"Period:       {s.period}\n")

@@ -42,7 +42,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         type=_seconds,
         default=30.0,
         metavar="SECONDS",
-        help="give up when connecting, or any read or write, takes this long (default: 30)",
+        help="give up when connecting, or any read or write, takes this long: seconds, "
+        "or a duration such as 1m30s (default: 30)",
     )
 
     upload = commands.add_parser(
@@ -165,10 +166,10 @@ def _client(args: argparse.Namespace) -> Client:
 
 
 def _seconds(text: str) -> float:
+    """``--timeout``: seconds as documented, or a duration with a unit such as ``1m30s``."""
+    from profiling.units import UnitError, parse_duration
+
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
-    return value
+        return parse_duration(text, "--timeout", bare_seconds=True).total_seconds()
+    except UnitError as exc:
+        raise argparse.ArgumentTypeError(exc.problem) from None

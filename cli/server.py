@@ -95,8 +95,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     server.add_argument(
         "--blob-store",
         metavar="URL",
-        help=f"file:///path, a path, or s3://bucket/prefix?endpoint=...&region=... "
-        f"(AUTOPGO_BLOB_STORE; blob_store; default {DEFAULT_BLOB_STORE})",
+        help=f"file:///path, file://./relative/path, a path, or s3://bucket/prefix?endpoint=...&region=...; "
+        f"relative to the current folder (AUTOPGO_BLOB_STORE; blob_store; default {DEFAULT_BLOB_STORE})",
     )
     server.add_argument(
         "--token", help="bearer token required for uploads and deletes (AUTOPGO_API_TOKEN; api.token; default none)"
@@ -112,7 +112,10 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--log-level", type=_argument(_log_level), help=f"{', '.join(LOG_LEVELS)} (AUTOPGO_LOG_LEVEL; default INFO)"
     )
     server.add_argument(
-        "--max-body", metavar="SIZE", help="largest upload, as sent (AUTOPGO_MAX_BODY; default 64MiB)"
+        "--max-body",
+        metavar="SIZE",
+        help="largest upload, as sent: bytes, or e.g. 64MiB (K, M, G, T are multiples of 1024) "
+        "(AUTOPGO_MAX_BODY; default 64MiB)",
     )
     server.add_argument(
         "--max-decompressed",
@@ -207,11 +210,13 @@ def _file_values(config: Config) -> dict[str, Any]:
 def run_server(args: argparse.Namespace) -> int:
     import logging
 
-    from api.config import EventsConfig, ServerConfig, default_workers, parse_size, resolve_blob_url
+    from api.config import EventsConfig, ServerConfig, default_workers
     from api.limits import Limits
     from api.server import create_server, serve
     from profiling.config import load_config
     from profiling.errors import BlobStoreError, ConfigError
+    from profiling.stores import parse_store_url
+    from profiling.units import parse_size
 
     file_config = load_config(args.config) if args.config else None
     chosen = choose_settings(vars(args), os.environ, file_config, args.config)
@@ -222,10 +227,12 @@ def run_server(args: argparse.Namespace) -> int:
     config = ServerConfig(
         host=value["host"],
         port=value["port"],
-        blob_store=resolve_blob_url(value["blob_store"]),
+        blob_store=parse_store_url(value["blob_store"]).url,  # a relative location: from the current folder
         token=value["token"] or None,
         protect_reads=value["protect_reads"],
-        limits=Limits(parse_size(value["max_body"]), parse_size(value["max_decompressed"])),
+        limits=Limits(
+            *(parse_size(chosen[name].value, chosen[name].origin, allow_zero=False) for name in ("max_body", "max_decompressed"))
+        ),
         accept_any_profile=value["accept_any_profile"],
         workers=default_workers() if value["workers"] is None else value["workers"],
         events=EventsConfig.choose(args.events, args.prefect_api_url, os.environ),

@@ -29,14 +29,16 @@ how to prune its merged profile::
           - drop: ^runtime\\.
             keep: ^runtime\\.main$
 
-Durations are a number with a unit (``ms``, ``s``, ``m``, ``h``). Every mistake
-is reported as one ``ConfigError`` naming the file and the setting.
+Durations are written as in Go (``90s``, ``1.5h``, ``1h30m``; also ``d``) and
+sizes as bytes or with a binary unit (``50000000``, ``64MiB``): see ``units.py``.
+A relative ``blob_store`` or file is relative to the file's folder. Every
+mistake is reported, all in one ``ConfigError``, each as a line
+``FILE:LINE: SETTING: what is wrong``.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -45,14 +47,16 @@ from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .names import is_valid_app_name
-from .rules import PruneRule, parse_rules
-from .targets import Target, parse_target_list
-from .yamlfile import load_yaml
+from .rules import PruneRule, read_rules
+from .stores import StoreURLError, parse_store_url
+from .targets import Target, read_target_list
+from .units import UnitError
+from .units import parse_duration as _parse_duration
+from .units import parse_size
+from .yamlfile import Problems, Setting, load_yaml
 
 DEFAULT_API_URL = "http://127.0.0.1:8080"
 DEFAULT_BLOB_STORE = "file://./data/blobs"
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
 
 
 DEFAULT_DISCOVERY_TIMEOUT = timedelta(seconds=10)
@@ -163,18 +167,11 @@ class Config:
 
 
 def parse_duration(value: Any, where: str) -> timedelta:
-    seconds: float | None = None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    elif isinstance(value, str) and (match := _DURATION.fullmatch(value.strip())):
-        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    """A positive duration such as ``1h30m`` (see ``units.parse_duration``); ConfigError naming ``where``."""
     try:
-        duration = timedelta(seconds=seconds) if seconds is not None else None
-    except (OverflowError, ValueError):
-        duration = None
-    if duration is None or duration <= timedelta(0):
-        raise ConfigError(f"{where}: expected a positive duration such as 30s, 5m or 1h, not {value!r}")
-    return duration
+        return _parse_duration(value, where)
+    except UnitError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 DEFAULT_CONFIG = Path("autopgo.yaml")
@@ -191,49 +188,59 @@ def find_config(path: str | Path | None = None) -> tuple[Config, Path | None]:
 
 
 def load_config(path: str | Path) -> Config:
-    """Read and validate ``autopgo.yaml``; relative paths in it are relative to its folder."""
+    """Read and validate ``autopgo.yaml``; relative paths in it are relative to its folder.
+
+    Every mistake is reported in one ConfigError, each naming the file, the line and the setting.
+    """
     path = Path(path)
     data = load_yaml(path)
-    try:
-        return parse_config({} if data is None else data, base=path.parent)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+    problems = Problems(path)
+    config = _config(Setting.root({} if data is None else data, problems), path.parent)
+    problems.check()
+    return config
 
 
 def parse_config(data: Any, base: Path = Path(".")) -> Config:
-    root = _mapping(data, "the file", {"blob_store", "api", "sweep_every", "clean", "apps"})
-    api = _mapping(root.get("api", {}), "api", {"url", "token", "protect_reads"})
-    apps = root.get("apps", [])
-    if not isinstance(apps, list):
-        raise ConfigError("apps: expected a list of apps")
-    parsed = tuple(_app(entry, f"apps[{i}]", base) for i, entry in enumerate(apps))
-    names = [a.name for a in parsed]
-    for name in names:
-        if names.count(name) > 1:
-            raise ConfigError(f"apps: {name} is listed twice")
-    blob_store = root.get("blob_store", DEFAULT_BLOB_STORE)
-    api_url = api.get("url", DEFAULT_API_URL)
-    for what, value in (("blob_store", blob_store), ("api.url", api_url)):
-        if not isinstance(value, str) or not value:
-            raise ConfigError(f"{what}: expected a URL")
-    if not _is_http_url(api_url):
-        raise ConfigError(f"api.url: expected http://host[:port] or https://host[:port], not {api_url!r}")
-    token = api.get("token") or None
-    if token is not None and not isinstance(token, str):
-        raise ConfigError("api.token: expected a string")
-    protect_reads = api.get("protect_reads", False)
-    if not isinstance(protect_reads, bool):
-        raise ConfigError(f"api.protect_reads: expected true or false, not {protect_reads!r}")
+    """Validate configuration data given directly (no file, so mistakes name only the settings)."""
+    problems = Problems()
+    config = _config(Setting.root(data, problems), base)
+    problems.check()
+    return config
+
+
+# The readers below report each mistake to the setting's Problems and go on with a stand-in
+# value, so that one pass finds every mistake; a Config with stand-ins is never returned.
+
+
+def _config(root: Setting, base: Path) -> Config:
+    if not root.mapping({"blob_store", "api", "sweep_every", "clean", "apps"}):
+        return Config()
+    api = root.get("api", {})
+    api_ok = api.mapping({"url", "token", "protect_reads"})
+    api_url, token, protect_reads = _api(api) if api_ok else (DEFAULT_API_URL, None, False)
     return Config(
-        blob_store=_resolve_store(blob_store, base),
-        api_url=api_url.rstrip("/"),
+        blob_store=_blob_store(root.get("blob_store", DEFAULT_BLOB_STORE), base),
+        api_url=api_url,
         api_token=token,
         api_protect_reads=protect_reads,
-        sweep_every=parse_duration(root.get("sweep_every", "60s"), "sweep_every"),
-        clean=_clean(root["clean"]) if "clean" in root else None,
-        apps=parsed,
-        given=frozenset([*root, *(f"api.{key}" for key in api)]),
+        sweep_every=_duration(root.get("sweep_every", "60s")),
+        clean=_clean(root.get("clean")) if root.has("clean") else None,
+        apps=_apps(root.get("apps", []), base),
+        given=frozenset([*root.value, *(f"api.{key}" for key in (api.value if api_ok else ()))]),
     )
+
+
+def _api(api: Setting) -> tuple[str, str | None, bool]:
+    url = api.get("url", DEFAULT_API_URL)
+    if not isinstance(url.value, str) or not _is_http_url(url.value):
+        url.fail(f"expected http://host[:port] or https://host[:port], not {url.value!r}")
+    token = api.get("token")
+    if token.value and not isinstance(token.value, str):
+        token.fail("expected a string")
+    protect_reads = api.get("protect_reads", False)
+    if not isinstance(protect_reads.value, bool):
+        protect_reads.fail(f"expected true or false, not {protect_reads.value!r}")
+    return str(url.value).rstrip("/"), token.value or None, protect_reads.value is True
 
 
 def _is_http_url(url: str) -> bool:
@@ -245,37 +252,75 @@ def _is_http_url(url: str) -> bool:
     return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
-def _mapping(value: Any, where: str, keys: set[str]) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{where}: expected a mapping")
-    unknown = sorted(map(str, set(value) - keys))
-    if unknown:
-        raise ConfigError(f"{where}: unknown setting {unknown[0]!r} (expected one of {', '.join(sorted(keys))})")
-    return value
+def _blob_store(setting: Setting, base: Path) -> str:
+    """The store URL, checked now (a bad one is a mistake in this file) and with a relative
+    location made absolute against ``base``."""
+    if not isinstance(setting.value, str) or not setting.value:
+        setting.fail(f"expected a URL, not {setting.value!r}")
+        return DEFAULT_BLOB_STORE
+    try:
+        return parse_store_url(setting.value, base).url
+    except StoreURLError as exc:
+        setting.fail(str(exc))
+        return DEFAULT_BLOB_STORE
 
 
-def _app(entry: Any, where: str, base: Path) -> AppConfig:
-    raw = _mapping(entry, where, {"name", "scrape", "prune"})
-    name = raw.get("name")
-    if not isinstance(name, str) or not is_valid_app_name(name):
-        raise ConfigError(f"{where}.name: use 1 to 63 characters of a-z, 0-9 and '-', not {name!r}")
-    where = f"app {name}"
-    scrape = _scrape(raw["scrape"], f"{where}: scrape", base) if raw.get("scrape") is not None else None
-    return AppConfig(name, scrape, parse_rules(raw.get("prune"), f"{where}: prune"))
+def _duration(setting: Setting) -> timedelta:
+    try:
+        return _parse_duration(setting.value, setting.name)
+    except UnitError as exc:
+        setting.fail(exc.problem)
+        return timedelta(0)
 
 
-def _scrape(value: Any, where: str, base: Path) -> ScrapeConfig:
-    raw = _mapping(value, where, {"every", "duration", "sample_size", "targets"})
-    sample_size = raw.get("sample_size", 3)
-    if not isinstance(sample_size, int) or isinstance(sample_size, bool) or sample_size < 1:
-        raise ConfigError(f"{where}.sample_size: expected a whole number of at least 1, not {sample_size!r}")
-    if "targets" not in raw:
-        raise ConfigError(f"{where}.targets: missing (one of {', '.join(TARGET_MODES)})")
+def _apps(setting: Setting, base: Path) -> tuple[AppConfig, ...]:
+    if not isinstance(setting.value, list):
+        setting.fail("expected a list of apps")
+        return ()
+    apps: list[AppConfig] = []
+    for entry in setting.items():
+        app = _app(entry, base)
+        if app is None:
+            continue
+        if any(other.name == app.name for other in apps):
+            entry.get("name").fail(f"{app.name} is listed twice")
+        apps.append(app)
+    return tuple(apps)
+
+
+def _app(entry: Setting, base: Path) -> AppConfig | None:
+    if not entry.mapping({"name", "scrape", "prune"}):
+        return None
+    name = entry.get("name")
+    valid = isinstance(name.value, str) and is_valid_app_name(name.value)
+    if not valid:
+        name.fail(f"use 1 to 63 characters of a-z, 0-9 and '-', not {name.value!r}")
+    label = f"app {name.value}" if valid else entry.name  # settings below are named after the app
+    scrape = entry.get("scrape", name=f"{label}: scrape")
+    prune = entry.get("prune", name=f"{label}: prune")
+    app = AppConfig(
+        name.value,
+        _scrape(scrape, base) if scrape.value is not None else None,
+        read_rules(prune),
+    )
+    return app if valid else None
+
+
+def _scrape(setting: Setting, base: Path) -> ScrapeConfig | None:
+    if not setting.mapping({"every", "duration", "sample_size", "targets"}):
+        return None
+    sample_size = setting.get("sample_size", 3)
+    value = sample_size.value
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        sample_size.fail(f"expected a whole number of at least 1, not {value!r}")
+    targets = setting.get("targets")
+    if not setting.has("targets"):
+        targets.fail(f"missing (one of {', '.join(TARGET_MODES)})")
     return ScrapeConfig(
-        every=parse_duration(raw.get("every", "5m"), f"{where}.every"),
-        duration=parse_duration(raw.get("duration", "30s"), f"{where}.duration"),
-        sample_size=sample_size,
-        targets=_targets(raw["targets"], f"{where}.targets", base),
+        every=_duration(setting.get("every", "5m")),
+        duration=_duration(setting.get("duration", "30s")),
+        sample_size=value,
+        targets=_targets(targets, base) if setting.has("targets") else TargetsConfig(),
     )
 
 
@@ -290,75 +335,88 @@ _TLS_KEYS = {
 }
 
 
-def _targets(value: Any, where: str, base: Path) -> TargetsConfig:
-    raw = _mapping(value, where, set(TARGET_MODES))
-    if len(raw) != 1:
-        raise ConfigError(f"{where}: give exactly one of {', '.join(TARGET_MODES)}")
-    if "file" in raw:
-        if not isinstance(raw["file"], str) or not raw["file"]:
-            raise ConfigError(f"{where}.file: expected a path")
-        return TargetsConfig(file=(base / raw["file"]).resolve())
-    if "static" in raw:
-        return TargetsConfig(static=tuple(parse_target_list(raw["static"], f"{where}.static")))
-    if "kubernetes" in raw:
-        return TargetsConfig(kubernetes=_kubernetes(raw["kubernetes"], f"{where}.kubernetes", base))
-    if "consul" in raw:
+def _targets(setting: Setting, base: Path) -> TargetsConfig:
+    if not setting.mapping(TARGET_MODES):
+        return TargetsConfig()
+    modes = [mode for mode in TARGET_MODES if setting.has(mode)]
+    if len(modes) != 1:
+        if len(modes) > 1 or not setting.value:  # unknown keys alone are reported already
+            setting.fail(f"give exactly one of {', '.join(TARGET_MODES)}")
+        return TargetsConfig()
+    mode = setting.get(modes[0])
+    if modes[0] == "file":
+        if not isinstance(mode.value, str) or not mode.value:
+            mode.fail(f"expected a path, not {mode.value!r}")
+            return TargetsConfig()
+        return TargetsConfig(file=(base / mode.value).resolve())
+    if modes[0] == "static":
+        return TargetsConfig(static=tuple(read_target_list(mode)))
+    if mode.value is None:  # "kubernetes:" alone: every setting from the environment
+        mode = mode.with_value({})
+    if modes[0] == "kubernetes":
+        return TargetsConfig(kubernetes=_kubernetes(mode, base))
+    if modes[0] == "consul":
         keys = {"address", "token", "datacenter", "timeout", *_TLS_KEYS}
-        consul = _mapping({} if raw["consul"] is None else raw["consul"], f"{where}.consul", keys)
-        return TargetsConfig(consul=ConsulTargets(**_api_settings(consul, f"{where}.consul", base)))
+        return TargetsConfig(consul=ConsulTargets(**_api_settings(mode, keys, base)))
     keys = {"address", "token", "namespace", "region", "timeout", *_TLS_KEYS}
-    nomad = _mapping({} if raw["nomad"] is None else raw["nomad"], f"{where}.nomad", keys)
-    return TargetsConfig(nomad=NomadTargets(**_api_settings(nomad, f"{where}.nomad", base)))
+    return TargetsConfig(nomad=NomadTargets(**_api_settings(mode, keys, base)))
 
 
-def _kubernetes(value: Any, where: str, base: Path) -> KubernetesTargets:
-    raw = _mapping({} if value is None else value, where, {"namespace", "kubeconfig", "in_cluster", "timeout"})
-    namespace = _text(raw, "namespace", where)
+def _kubernetes(setting: Setting, base: Path) -> KubernetesTargets:
+    if not setting.mapping({"namespace", "kubeconfig", "in_cluster", "timeout"}):
+        return KubernetesTargets()
+    namespace = _text(setting.get("namespace"))
     if namespace is not None and not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", namespace):
-        raise ConfigError(f"{where}.namespace: expected a Kubernetes namespace name, not {namespace!r}")
-    in_cluster = raw.get("in_cluster")
-    if in_cluster is not None and not isinstance(in_cluster, bool):
-        raise ConfigError(f"{where}.in_cluster: expected true or false, not {in_cluster!r}")
-    kubeconfig = _text(raw, "kubeconfig", where)
-    if kubeconfig is not None and in_cluster:
-        raise ConfigError(f"{where}: give kubeconfig or in_cluster: true, not both")
-    if kubeconfig is None and in_cluster is False:
-        raise ConfigError(f"{where}.kubeconfig: missing (needed unless in_cluster is true)")
+        setting.get("namespace").fail(f"expected a Kubernetes namespace name, not {namespace!r}")
+    in_cluster = setting.get("in_cluster")
+    if in_cluster.value is not None and not isinstance(in_cluster.value, bool):
+        in_cluster.fail(f"expected true or false, not {in_cluster.value!r}")
+    kubeconfig = _text(setting.get("kubeconfig"))
+    if kubeconfig is not None and in_cluster.value is True:
+        setting.fail("give kubeconfig or in_cluster: true, not both")
+    if kubeconfig is None and in_cluster.value is False:
+        setting.get("kubeconfig").fail("missing (needed unless in_cluster is true)")
     return KubernetesTargets(
         namespace=namespace,
         kubeconfig=_config_path(kubeconfig, base),
         in_cluster=kubeconfig is None,
-        timeout=_timeout(raw, where),
+        timeout=_timeout(setting),
     )
 
 
-def _api_settings(raw: Mapping[str, Any], where: str, base: Path) -> dict[str, Any]:
+def _api_settings(setting: Setting, keys: set[str], base: Path) -> dict[str, Any]:
     """Consul and Nomad settings: strings, file paths, a flag and a timeout, all optional."""
-    out: dict[str, Any] = {"timeout": _timeout(raw, where)}
-    for key in sorted(set(raw) - {"timeout"}):
+    if not setting.mapping(keys):
+        return {}
+    out: dict[str, Any] = {"timeout": _timeout(setting)}
+    for key in sorted(keys & set(setting.value) - {"timeout"}):
+        value = setting.get(key)
         if key == "tls_skip_verify":
-            if raw[key] is not None and not isinstance(raw[key], bool):
-                raise ConfigError(f"{where}.{key}: expected true or false, not {raw[key]!r}")
-            out[key] = raw[key]
+            if value.value is not None and not isinstance(value.value, bool):
+                value.fail(f"expected true or false, not {value.value!r}")
+            out[key] = value.value
         elif key.endswith("_file"):
-            out[key] = _config_path(_text(raw, key, where), base)
+            out[key] = _config_path(_text(value), base)
         else:
-            out[key] = _text(raw, key, where)
+            out[key] = _text(value)
     if out.get("key_file") and not out.get("cert_file"):
-        raise ConfigError(f"{where}.cert_file: missing (key_file is given)")
+        setting.get("cert_file").fail("missing (key_file is given)")
     address = out.get("address")
     if address is not None and ("://" in address and not address.startswith(("http://", "https://"))):
-        raise ConfigError(f"{where}.address: expected host:port, http://host:port or https://host:port, not {address!r}")
+        setting.get("address").fail(
+            f"expected host:port, http://host:port or https://host:port, not {address!r}"
+        )
     out["tls"] = ClientTLS(**{field: out.pop(key) for key, field in _TLS_KEYS.items() if key in out})
     return out
 
 
-def _text(raw: Mapping[str, Any], key: str, where: str) -> str | None:
-    value = raw.get(key)
+def _text(setting: Setting) -> str | None:
+    value = setting.value
     if value is None:
         return None
     if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{where}.{key}: expected a non-empty string, not {value!r}")
+        setting.fail(f"expected a non-empty string, not {value!r}")
+        return None
     return value.strip()
 
 
@@ -366,30 +424,30 @@ def _config_path(value: str | None, base: Path) -> Path | None:
     return None if value is None else (base / Path(value).expanduser()).resolve()
 
 
-def _timeout(raw: Mapping[str, Any], where: str) -> float:
-    if raw.get("timeout") is None:
+def _timeout(setting: Setting) -> float:
+    timeout = setting.get("timeout")
+    if timeout.value is None:
         return DEFAULT_DISCOVERY_TIMEOUT.total_seconds()
-    return parse_duration(raw["timeout"], f"{where}.timeout").total_seconds()
+    return _duration(timeout).total_seconds()
 
 
-def _clean(value: Any) -> CleanConfig:
-    raw = _mapping(value, "clean", {"every", "older_than", "larger_than"})
-    older = parse_duration(raw["older_than"], "clean.older_than") if raw.get("older_than") is not None else None
-    larger = raw.get("larger_than")
-    if larger is not None and (not isinstance(larger, int) or isinstance(larger, bool) or larger < 0):
-        raise ConfigError(f"clean.larger_than: expected a number of bytes, not {larger!r}")
-    if older is None and larger is None:
-        raise ConfigError("clean: give older_than, larger_than or both")
-    return CleanConfig(parse_duration(raw.get("every", "1h"), "clean.every"), older, larger)
+def _clean(setting: Setting) -> CleanConfig | None:
+    if not setting.mapping({"every", "older_than", "larger_than"}):
+        return None
+    older = setting.get("older_than")
+    larger = setting.get("larger_than")
+    if older.value is None and larger.value is None:
+        setting.fail("give older_than, larger_than or both")
+    return CleanConfig(
+        every=_duration(setting.get("every", "1h")),
+        older_than=_duration(older) if older.value is not None else None,
+        larger_than=_size(larger) if larger.value is not None else None,
+    )
 
 
-def _resolve_store(url: str, base: Path) -> str:
-    """Make a relative filesystem store absolute against the config file's folder."""
-    if url.startswith("file://"):
-        rest = url[len("file://") :]
-        if rest.startswith(("/", "localhost/")):
-            return url
-        return f"file://{(base / rest).resolve()}"
-    if "://" not in url:
-        return f"file://{(base / url).resolve()}"
-    return url
+def _size(setting: Setting) -> int:
+    try:
+        return parse_size(setting.value, setting.name)
+    except UnitError as exc:
+        setting.fail(exc.problem)
+        return 0

@@ -14,7 +14,19 @@ class PgoUnusableError(ProfileError):
 
 
 class ConfigError(ValueError):
-    """A configuration file or value that cannot be used; the message names where."""
+    """A configuration file or value that cannot be used.
+
+    It carries every mistake found, one line each (``problems``), such as
+    ``autopgo.yaml:4: sweep_every: 60 has no unit: write 60s, 1m or 1h30m``;
+    its message is those lines joined by newlines, so one mistake is one line.
+    """
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__(*problems)
+        self.problems: list[str] = list(problems)
+
+    def __str__(self) -> str:
+        return "\n".join(self.problems)
 
 
 class BlobNotFoundError(LookupError):

@@ -12,7 +12,7 @@ prune configuration::
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from .merge import compact
 from .model import Profile
 from .names import is_valid_app_name
 from .prune import prune
-from .yamlfile import load_yaml
+from .yamlfile import Problems, Setting, load_yaml
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,60 +55,78 @@ def apply_rules(p: Profile, rules: Iterable[PruneRule]) -> Profile:
 
 
 def load_prune_config(path: str | Path) -> dict[str, tuple[PruneRule, ...]]:
-    """Read a prune configuration file; returns the rules of each app."""
-    data = load_yaml(path)
-    try:
-        return parse_prune_config(data)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+    """Read a prune configuration file; returns the rules of each app.
+
+    Every mistake is reported in one ConfigError, each naming the file, the line and the entry.
+    """
+    problems = Problems(path)
+    config = _prune_config(Setting.root(load_yaml(path), problems, name=""))
+    problems.check()
+    return config
 
 
 def parse_prune_config(data: Any) -> dict[str, tuple[PruneRule, ...]]:
-    if data is None or data == []:
-        raise ConfigError("no rules: expected a list of {app, rules} entries")
-    if not isinstance(data, list):
-        raise ConfigError("expected a list of {app, rules} entries")
+    """Validate prune rules given directly (no file, so mistakes name only the entries)."""
+    problems = Problems()
+    config = _prune_config(Setting.root(data, problems, name=""))
+    problems.check()
+    return config
+
+
+def _prune_config(root: Setting) -> dict[str, tuple[PruneRule, ...]]:
+    if root.value is None or root.value == []:
+        root.fail("no rules: expected a list of {app, rules} entries")
+        return {}
+    if not isinstance(root.value, list):
+        root.fail("expected a list of {app, rules} entries")
+        return {}
     out: dict[str, tuple[PruneRule, ...]] = {}
-    for n, entry in enumerate(data, 1):
-        where = f"entry {n}"
-        if not isinstance(entry, Mapping):
-            raise ConfigError(f"{where}: expected a mapping with keys app and rules")
-        _check_keys(entry, {"app", "rules"}, where)
-        app = entry.get("app")
-        if not is_valid_app_name(app):
-            raise ConfigError(f"{where}: app must be 1 to 63 characters of a-z, 0-9 and '-', not {app!r}")
-        where = f"entry {n} (app {app})"
-        if app in out:
-            raise ConfigError(f"{where}: app {app} is listed twice")
-        out[app] = parse_rules(entry.get("rules"), where)
+    for n, entry in enumerate(root.items(lambda i: f"entry {i + 1}"), 1):
+        if not entry.mapping({"app", "rules"}, "expected a mapping with keys app and rules", noun="key"):
+            continue
+        app = entry.get("app").value
+        valid = is_valid_app_name(app)
+        if not valid:
+            entry.fail(f"app must be 1 to 63 characters of a-z, 0-9 and '-', not {app!r}", entry.get("app").line)
+        where = f"entry {n} (app {app})" if valid else entry.name
+        if valid and app in out:
+            entry.problems.add(where, f"app {app} is listed twice", entry.get("app").line)
+        rules = read_rules(entry.get("rules", name=where))
+        if valid:
+            out[app] = rules
     return out
 
 
-def parse_rules(rules: Any, where: str) -> tuple[PruneRule, ...]:
-    """Validate a list of ``{drop, keep}`` mappings; errors name ``where``."""
-    if rules is None:
+def read_rules(rules: Setting) -> tuple[PruneRule, ...]:
+    """A list of ``{drop, keep}`` mappings (None: no rules); mistakes are reported under ``rules.name``."""
+    if rules.value is None:
         return ()
-    if not isinstance(rules, list):
-        raise ConfigError(f"{where}: rules must be a list of {{drop, keep}} mappings")
+    if not isinstance(rules.value, list):
+        rules.fail("rules must be a list of {drop, keep} mappings")
+        return ()
     out = []
-    for i, rule in enumerate(rules, 1):
-        at = f"{where}, rule {i}"
-        if not isinstance(rule, Mapping):
-            raise ConfigError(f"{at}: expected a mapping with keys drop and keep")
-        _check_keys(rule, {"drop", "keep"}, at)
+    for rule in rules.items(lambda i: f"{rules.name}, rule {i + 1}"):
+        if not rule.mapping({"drop", "keep"}, "expected a mapping with keys drop and keep", noun="key"):
+            continue
         drop, keep = rule.get("drop"), rule.get("keep")
-        if not isinstance(drop, str) or not drop:
-            raise ConfigError(f"{at}: drop must be a non-empty regular expression")
-        if keep is not None and not isinstance(keep, str):
-            raise ConfigError(f"{at}: keep must be a regular expression")
-        try:
-            out.append(PruneRule.of(drop, keep))
-        except ConfigError as exc:
-            raise ConfigError(f"{at}: {exc}") from None
+        if not isinstance(drop.value, str) or not drop.value:
+            rule.fail("drop must be a non-empty regular expression", drop.line)
+            continue
+        if keep.value is not None and not isinstance(keep.value, str):
+            rule.fail("keep must be a regular expression", keep.line)
+            continue
+        drop_rx = _pattern(rule, "drop")
+        keep_rx = _pattern(rule, "keep") if keep.value else None
+        if drop_rx is not None and (keep_rx is not None or not keep.value):
+            out.append(PruneRule(drop_rx, keep_rx))
     return tuple(out)
 
 
-def _check_keys(entry: Mapping, allowed: set[str], where: str) -> None:
-    unknown = sorted(map(str, set(entry) - allowed))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (expected {', '.join(sorted(allowed))})")
+def _pattern(rule: Setting, key: str) -> re.Pattern[str] | None:
+    """The rule's ``drop`` or ``keep`` compiled; None, reported at its line, if it is no regex."""
+    part = rule.get(key)
+    try:
+        return compile_pattern(part.value, key)
+    except ConfigError as exc:
+        rule.fail(str(exc), part.line)
+        return None

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from .atomicfile import atomic_write
 from .errors import ConfigError
-from .yamlfile import load_yaml
+from .yamlfile import Problems, Setting, load_yaml
 
 log = logging.getLogger(__name__)
 
@@ -42,26 +42,35 @@ class TargetSource(Protocol):
 
 
 def parse_target_list(data: Any, where: str) -> list[Target]:
-    """Validate a list of ``{address, path, scheme}`` mappings."""
-    if not isinstance(data, list):
-        raise ConfigError(f"{where}: expected a list of {{address, path}} entries")
+    """Validate a list of ``{address, path, scheme}`` mappings given directly; mistakes name ``where``."""
+    problems = Problems()
+    targets = read_target_list(Setting.root(data, problems, name=where))
+    problems.check()
+    return targets
+
+
+def read_target_list(setting: Setting) -> list[Target]:
+    """The targets of a list of ``{address, path, scheme}`` mappings, reporting each mistake."""
+    if not isinstance(setting.value, list):
+        setting.fail("expected a list of {address, path} entries")
+        return []
     out = []
-    for i, entry in enumerate(data):
-        at = f"{where}[{i}]"
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{at}: expected a mapping with address and path")
-        unknown = sorted(set(map(str, entry)) - {"address", "path", "scheme"})
-        if unknown:
-            raise ConfigError(f"{at}: unknown key {unknown[0]!r} (expected address, path, scheme)")
-        address, path = entry.get("address"), entry.get("path", DEFAULT_PATH)
-        scheme = entry.get("scheme", "http")
-        if not isinstance(address, str) or ":" not in address or "/" in address:
-            raise ConfigError(f"{at}.address: expected host:port, not {address!r}")
-        if not isinstance(path, str) or not path.startswith("/"):
-            raise ConfigError(f"{at}.path: expected a path starting with '/', not {path!r}")
-        if scheme not in ("http", "https"):
-            raise ConfigError(f"{at}.scheme: expected http or https, not {scheme!r}")
-        out.append(Target(address, path, scheme))
+    for entry in setting.items():
+        if not entry.mapping({"address", "path", "scheme"}, "expected a mapping with address and path", noun="key"):
+            continue
+        address, path, scheme = entry.get("address"), entry.get("path", DEFAULT_PATH), entry.get("scheme", "http")
+        valid = True
+        if not isinstance(address.value, str) or ":" not in address.value or "/" in address.value:
+            address.fail(f"expected host:port, not {address.value!r}")
+            valid = False
+        if not isinstance(path.value, str) or not path.value.startswith("/"):
+            path.fail(f"expected a path starting with '/', not {path.value!r}")
+            valid = False
+        if scheme.value not in ("http", "https"):
+            scheme.fail(f"expected http or https, not {scheme.value!r}")
+            valid = False
+        if valid:
+            out.append(Target(address.value, path.value, scheme.value))
     return out
 
 
@@ -92,25 +101,27 @@ class FileTargets:
             st = os.stat(self.path)
             stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         except OSError as exc:
-            return self._keep(f"cannot read {self.path}: {exc.strerror or exc}")
+            return self._keep([f"cannot read {self.path}: {exc.strerror or exc}"])
         if stamp == self._stamp and self._good is not None:
             return list(self._good)
         try:
             data = load_yaml(self.path)
-            targets = parse_target_list(data if data is not None else [], str(self.path))
+            problems = Problems(self.path)
+            targets = read_target_list(Setting.root([] if data is None else data, problems, name=""))
+            problems.check()
         except ConfigError as exc:
-            return self._keep(str(exc))
+            return self._keep(exc.problems)
         if targets != self._good:
             self._save(targets)
         self._stamp, self._good = stamp, targets
         return list(targets)
 
-    def _keep(self, problem: str) -> list[Target]:
+    def _keep(self, problems: list[str]) -> list[Target]:
         if self._good is None:
             self._good = self._load()
         if self._good is None:
-            raise ConfigError(problem)
-        log.error("%s; keeping the last good list of %d targets", problem, len(self._good))
+            raise ConfigError(*problems)
+        log.error("%s; keeping the last good list of %d targets", "; ".join(problems), len(self._good))
         return list(self._good)
 
     def _save(self, targets: list[Target]) -> None:

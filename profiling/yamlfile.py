@@ -1,15 +1,53 @@
-"""Reading the project's YAML (or JSON) files with one clear error per failure."""
+"""Reading the project's YAML (or JSON) files, and reporting every mistake in one with its line.
+
+``load_yaml`` returns plain data whose mappings and lists also know the line
+of each entry (``YamlMapping``, ``YamlList``). A reader walks that data as
+``Setting``s: each value with the name it is reported under and its line.
+A check that finds a mistake reports it to the ``Problems`` of the file and
+goes on, so that one ``ConfigError`` lists them all, each as
+``FILE:LINE: SETTING: what is wrong``. Plain dicts and lists (data that did
+not come from a file) work the same, without lines.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
 
+ROOT = "the file"  # the name of a file's top level, whose settings are named by their keys alone
+
+
+class YamlMapping(dict[Any, Any]):
+    """A mapping read from a file: ``line`` where it starts, ``lines`` the line of each key (from 1)."""
+
+    __slots__ = ("line", "lines")
+
+    def __init__(self, line: int | None = None) -> None:
+        super().__init__()
+        self.line = line
+        self.lines: dict[Any, int] = {}
+
+
+class YamlList(list[Any]):
+    """A list read from a file: ``line`` where it starts, ``lines`` the line of each item (from 1)."""
+
+    __slots__ = ("line", "lines")
+
+    def __init__(self, line: int | None = None) -> None:
+        super().__init__()
+        self.line = line
+        self.lines: list[int] = []
+
 
 def load_yaml(path: str | Path) -> Any:
-    """The parsed contents of ``path`` (None for an empty file); ConfigError naming the file."""
+    """The parsed contents of ``path`` (None for an empty file); ConfigError naming the file.
+
+    A syntax error keeps pyyaml's position and problem: ``FILE:LINE:COLUMN: not valid YAML: ...``.
+    """
     import yaml
 
     path = Path(path)
@@ -20,6 +58,134 @@ def load_yaml(path: str | Path) -> Any:
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: cannot read: not UTF-8 text") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_loader())
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        raise ConfigError(f"{where}: not valid YAML: {exc.problem or exc.context}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML or JSON: {' '.join(str(exc).split())}") from None
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+
+
+_LOADER: type | None = None
+
+
+def _loader() -> type:
+    """pyyaml's SafeLoader, building YamlMapping and YamlList (made once, as yaml is imported late)."""
+    global _LOADER
+    if _LOADER is None:
+        import yaml
+
+        class LineLoader(yaml.SafeLoader):
+            pass
+
+        LineLoader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
+        LineLoader.add_constructor("tag:yaml.org,2002:seq", _construct_list)
+        _LOADER = LineLoader
+    return _LOADER
+
+
+def _construct_mapping(loader: Any, node: Any) -> Iterable[YamlMapping]:
+    data = YamlMapping(node.start_mark.line + 1)
+    yield data  # first, so that aliases to it resolve, as SafeLoader does
+    data.update(loader.construct_mapping(node))  # also merges "<<" keys into node.value
+    for key_node, _ in node.value:  # later keys win, as in the dict
+        data.lines[loader.construct_object(key_node, deep=True)] = key_node.start_mark.line + 1
+
+
+def _construct_list(loader: Any, node: Any) -> Iterable[YamlList]:
+    data = YamlList(node.start_mark.line + 1)
+    yield data
+    data.extend(loader.construct_sequence(node))
+    data.lines = [item.start_mark.line + 1 for item in node.value]
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One mistake: the setting as the user knows it, what is wrong, and its line if known."""
+
+    setting: str
+    message: str
+    line: int | None = None
+
+    def text(self, file: str | None) -> str:
+        """``FILE:LINE: SETTING: message``, leaving out what is not known."""
+        place = f"{file}:{self.line}: " if file and self.line else f"{file}: " if file else ""
+        return f"{place}{self.setting}: {self.message}" if self.setting else f"{place}{self.message}"
+
+
+class Problems:
+    """Every mistake found in one file (or in data given directly), to be raised as one ConfigError."""
+
+    def __init__(self, file: str | Path | None = None) -> None:
+        self.file = None if file is None else str(file)
+        self.found: list[Problem] = []
+
+    def add(self, setting: str, message: str, line: int | None = None) -> None:
+        self.found.append(Problem(setting, message, line))
+
+    def check(self) -> None:
+        """Raise a ConfigError listing every mistake, in the order of their lines; nothing if none."""
+        if self.found:
+            ordered = sorted(self.found, key=lambda p: p.line or 0)
+            raise ConfigError(*(problem.text(self.file) for problem in ordered))
+
+
+_ABSENT: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """A value read from a file, with the name a mistake in it is reported under and its line."""
+
+    value: Any
+    name: str
+    problems: Problems
+    line: int | None = None
+
+    @classmethod
+    def root(cls, data: Any, problems: Problems, name: str = ROOT) -> Setting:
+        """The whole of a file's data, named ``name`` (``ROOT``, or "" to name nothing)."""
+        return cls(data, name, problems, getattr(data, "line", None))
+
+    def fail(self, message: str, line: int | None = None) -> None:
+        """Report a mistake in this setting (at ``line`` instead of its own, if given)."""
+        self.problems.add(self.name, message, line or self.line)
+
+    def has(self, key: str) -> bool:
+        return isinstance(self.value, Mapping) and key in self.value
+
+    def get(self, key: str, default: Any = None, name: str | None = None) -> Setting:
+        """The value under ``key`` of this mapping, else ``default``; named ``name`` or after its
+        key. An absent key is placed at this mapping's line, where it is missing."""
+        present = self.has(key)
+        value = self.value[key] if present else default
+        lines = getattr(self.value, "lines", {})
+        line = lines.get(key, self.line) if present else self.line
+        return Setting(value, name or self.child_name(key), self.problems, line)
+
+    def child_name(self, key: str) -> str:
+        return key if self.name in ("", ROOT) else f"{self.name}.{key}"
+
+    def with_value(self, value: Any) -> Setting:
+        return replace(self, value=value)
+
+    def items(self, name: Callable[[int], str] | None = None) -> list[Setting]:
+        """The items of this list, named ``name(index)`` or ``NAME[index]``, each at its line."""
+        lines = getattr(self.value, "lines", [])
+        return [
+            Setting(item, name(i) if name else f"{self.name}[{i}]", self.problems, lines[i] if i < len(lines) else self.line)
+            for i, item in enumerate(self.value)
+        ]
+
+    def mapping(self, keys: Collection[str], message: str = "expected a mapping", noun: str = "setting") -> bool:
+        """Whether this is a mapping; reports it if not, and each key not in ``keys`` at its line."""
+        if not isinstance(self.value, Mapping):
+            self.fail(message)
+            return False
+        lines = getattr(self.value, "lines", {})
+        for key in self.value:
+            if key not in keys:
+                expected = ", ".join(sorted(keys))
+                self.fail(f"unknown {noun} {str(key)!r} (expected one of {expected})", lines.get(key))
+        return True

@@ -108,6 +108,7 @@ class ServerProcess:
     args: list[str]
     env: Mapping[str, str] | None = None
     new_session: bool = False  # a process group of its own, so that terminate(group=True) hits only it
+    cwd: Path | None = None  # the folder it runs in (relative flags resolve against it)
     process: subprocess.Popen[str] | None = field(default=None, repr=False)
     url: str = ""
 
@@ -119,6 +120,7 @@ class ServerProcess:
             stderr=subprocess.PIPE,
             text=True,
             env=env,
+            cwd=self.cwd,
             start_new_session=self.new_session,
         )
         assert self.process.stdout is not None

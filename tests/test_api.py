@@ -34,7 +34,7 @@ from apiserver import (
 )
 
 from api import workers
-from api.config import EventsConfig, parse_size, resolve_blob_url
+from api.config import EventsConfig
 from api.errors import ApiError
 from sample_profiles import cpu_profile, heap_profile
 from api.limits import Limits
@@ -832,7 +832,8 @@ def test_server_command_errors_are_one_line(tmp_path: Path) -> None:
             (["--port", str(port), "--blob-store", str(tmp_path)], f"cannot listen on 127.0.0.1:{port}"),
             (["--port", "0", "--blob-store", "ftp://example.com/x"], "unknown scheme"),
             (["--port", "0", "--blob-store", "file://host/x"], "invalid blob store URL"),
-            (["--port", "0", "--blob-store", str(tmp_path), "--max-body", "lots"], "bad size"),
+            (["--port", "0", "--blob-store", "file:relative"], "invalid blob store URL"),
+            (["--port", "0", "--blob-store", str(tmp_path), "--max-body", "lots"], "--max-body: expected a size"),
             (["--port", "0", "--blob-store", str(tmp_path), "--events", "prefect"], "PREFECT_API_URL"),
         ]
         for args, expected in cases:
@@ -850,19 +851,53 @@ def test_server_command_errors_are_one_line(tmp_path: Path) -> None:
             assert result.stdout == ""
 
 
-def test_parse_size_and_blob_url(tmp_path: Path) -> None:
-    assert parse_size("64MiB") == 64 << 20
-    assert parse_size("512M") == 512 << 20
-    assert parse_size("1048576") == 1 << 20
-    assert parse_size("4k") == 4096
-    for bad in ("", "lots", "-1", "1.5M", "3x"):
-        with pytest.raises(ValueError, match="bad size"):
-            parse_size(bad)
-    assert resolve_blob_url("file://./data/blobs", tmp_path) == f"file://{tmp_path}/data/blobs"
-    assert resolve_blob_url("data", tmp_path) == f"file://{tmp_path}/data"
-    assert resolve_blob_url("file:///abs/x", tmp_path) == "file:///abs/x"
-    assert resolve_blob_url("s3://bucket/p?region=x", tmp_path) == "s3://bucket/p?region=x"
-    assert resolve_blob_url("file://host/x", tmp_path) == "file://host/x"  # open_store refuses it
+def test_server_size_errors_name_the_flag_or_variable(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AUTOPGO_"))}
+    cases = [
+        (["--max-body", "0"], {}, "autopgo server: --max-body: must be more than 0 bytes, not '0'"),
+        (["--max-decompressed", "1.5"], {}, "autopgo server: --max-decompressed: 1.5 is not a whole number of bytes"),
+        ([], {"AUTOPGO_MAX_BODY": "lots"}, "autopgo server: AUTOPGO_MAX_BODY: expected a size such as 1048576, 64MiB or 1G, not 'lots'"),
+        ([], {"AUTOPGO_MAX_DECOMPRESSED": "-1M"}, "autopgo server: AUTOPGO_MAX_DECOMPRESSED: must not be negative, not '-1M'"),
+        ([], {"AUTOPGO_EVENTS_TIMEOUT": "soon"}, "autopgo server: AUTOPGO_EVENTS_TIMEOUT: expected a duration such as 90s, 5m or 1h30m, not 'soon'"),
+    ]
+    for args, extra, expected in cases:
+        result = subprocess.run(
+            [str(AUTOPGO), "server", "--port", "0", "--blob-store", str(tmp_path), *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**env, **extra},
+        )
+        assert (result.returncode, result.stdout, result.stderr) == (1, "", expected + "\n"), (args, extra)
+
+
+def test_server_command_relative_store_and_sizes_with_units(tmp_path: Path) -> None:
+    """``file://./blobs`` is the current folder's; ``--max-body 2KB`` and ``AUTOPGO_MAX_DECOMPRESSED=1.5KiB``
+    are 2048 and 1536 bytes."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "AUTOPGO_"))}
+    env["AUTOPGO_MAX_DECOMPRESSED"] = "1.5KiB"
+    args = ["--blob-store", "file://./blobs", "--events", "log", "--workers", "0", "--max-body", "2KB"]
+    raw = encode_raw(cpu_profile())
+    assert len(CPU) < len(raw) <= 1536
+    with ServerProcess(args, env=env, cwd=tmp_path) as proc:
+        uploaded = httpx.post(f"{proc.url}/api/profile/svc", content=CPU)
+        assert uploaded.status_code == 201, uploaded.text
+        assert_error(httpx.post(f"{proc.url}/api/profile/svc", content=CPU + bytes(2049 - len(CPU))), 413)
+        bomb = gzip.compress(raw + bytes(1537 - len(raw)))
+        assert_error(httpx.post(f"{proc.url}/api/profile/svc", content=bomb), 400, "larger than the limit")
+    stored = open_store(str(tmp_path / "blobs"))
+    assert keys(stored) == [uploaded.json()["key"]]
+    stored.close()
+
+
+def test_events_timeout_is_seconds_or_a_duration() -> None:
+    assert EventsConfig.choose(None, None, {}).timeout == 5.0
+    assert EventsConfig.choose(None, None, {"AUTOPGO_EVENTS_TIMEOUT": "2.5"}).timeout == 2.5
+    assert EventsConfig.choose(None, None, {"AUTOPGO_EVENTS_TIMEOUT": "1500ms"}).timeout == 1.5
+    assert EventsConfig.choose(None, None, {"AUTOPGO_EVENTS_TIMEOUT": "1m"}).timeout == 60.0
+    for bad in ("0", "-1", "soon", "5 s"):
+        with pytest.raises(ValueError, match="^AUTOPGO_EVENTS_TIMEOUT: "):
+            EventsConfig.choose(None, None, {"AUTOPGO_EVENTS_TIMEOUT": bad})
 
 
 def test_every_response_is_json_with_a_message(server: ThreadServer) -> None:

@@ -25,7 +25,7 @@ from profiling.blobs import BlobInfo, BlobStore
 from profiling.errors import BlobNotFoundError, BlobStoreError, PreconditionFailedError
 from profiling.filestore import FileStore
 from profiling.s3store import S3Store
-from profiling.stores import open_store
+from profiling.stores import StoreLocation, StoreURLError, open_store, parse_store_url
 
 ROOT = Path(__file__).resolve().parent.parent
 S3_PAGE_SIZE = 7  # small, so listings in these tests span several pages
@@ -614,6 +614,58 @@ def test_open_store_file_urls_and_paths(tmp_path: Path, monkeypatch: pytest.Monk
     assert open_store("odd:name").root == tmp_path / "odd:name"  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize(
+    ("url", "folder"),
+    [
+        ("file:///srv/blobs", "/srv/blobs"),
+        ("file://localhost/srv/blobs", "/srv/blobs"),
+        ("FILE://LOCALHOST/srv/x%20y", "/srv/x y"),
+        ("file://./data/blobs", "BASE/data/blobs"),
+        ("file://.", "BASE"),
+        ("file://../shared", "BASE/../shared"),
+        ("file://~/blobs", "HOME/blobs"),
+        ("data/blobs", "BASE/data/blobs"),
+        ("./data/blobs", "BASE/data/blobs"),
+        ("../shared", "BASE/../shared"),
+        ("~/blobs", "HOME/blobs"),
+        ("/srv/plain", "/srv/plain"),
+        ("odd:name", "BASE/odd:name"),
+    ],
+)
+def test_parse_store_url_file_forms(tmp_path: Path, url: str, folder: str) -> None:
+    base = tmp_path / "base"
+    expected = Path(folder.replace("BASE", str(base)).replace("HOME", str(Path.home())))
+    expected = expected.resolve() if not folder.startswith("/") else expected
+    location = parse_store_url(url, base)
+    assert location == StoreLocation(url=expected.as_uri(), root=expected)
+    assert parse_store_url(location.url) == location  # the canonical form reads back the same anywhere
+    store = open_store(url, base)
+    assert isinstance(store, FileStore) and store.root == expected
+
+
+def test_parse_store_url_relative_defaults_to_the_current_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert parse_store_url("file://./data/blobs").root == tmp_path.resolve() / "data" / "blobs"
+    assert open_store("file://./data/blobs").root == tmp_path.resolve() / "data" / "blobs"  # type: ignore[attr-defined]
+
+
+def test_parse_store_url_s3_without_opening() -> None:
+    url = "s3://my-bucket/some/prefix?endpoint=http://127.0.0.1:9000&region=eu-west-1"
+    assert parse_store_url(url) == StoreLocation(
+        url=url, bucket="my-bucket", prefix="some/prefix", endpoint="http://127.0.0.1:9000", region="eu-west-1"
+    )
+
+
+def test_file_url_with_a_host_says_how_to_write_a_relative_path() -> None:
+    with pytest.raises(StoreURLError) as info:
+        parse_store_url("file://data/blobs")
+    assert str(info.value) == (
+        "invalid blob store URL 'file://data/blobs': file URLs cannot name a host ('data'):"
+        " write file:///absolute/path or file://./relative/path"
+    )
+    assert info.value.problem.startswith("file URLs cannot name a host")
+
+
 def test_open_store_s3_urls() -> None:
     plain = open_store("s3://my-bucket")
     assert isinstance(plain, S3Store)
@@ -647,7 +699,13 @@ def test_open_store_s3_urls() -> None:
         "s3://bucket#frag",
         "file:relative",
         "file://otherhost/x",
+        "file://data/blobs",
         "file:///x?mode=fast",
+        "file://./x#frag",
+        "file://",
+        "file://localhost",
+        "file://~no-such-user-here/x",
+        "gs://bucket/pgo",
     ],
 )
 def test_open_store_rejects_bad_urls(url: str) -> None:

@@ -285,6 +285,34 @@ def test_inspect_garbage_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert out == ""
 
 
+@pytest.mark.parametrize("command", ["merge", "inspect"])
+def test_max_decompressed_takes_a_size_with_a_unit(tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str) -> None:
+    a = write(tmp_path / "a.pb.gz", cpu_profile())  # 317 bytes once decompressed
+    out = tmp_path / "out.pb.gz"
+    argv = ["merge", "-o", out, a] if command == "merge" else ["inspect", a]
+    code, _, err = run(capsys, *argv, "--max-decompressed", "0.5K")
+    assert (code, err) == (0, "")
+    code, _, err = run(capsys, *argv, "--max-decompressed", "0.25KiB")
+    assert_one_line_error(code, err, command, "larger than the limit")
+    for bad, problem in [("1.5", "1.5 is not a whole number of bytes"), ("0", "must be more than 0 bytes"),
+                         ("-1K", "must not be negative"), ("big", "expected a size such as")]:
+        code, _, err = run(capsys, *argv, f"--max-decompressed={bad}")
+        assert_one_line_error(code, err, command, f"autopgo {command}: --max-decompressed: {problem}")
+
+
+def test_bad_prune_config_reports_every_mistake(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = write(tmp_path / "a.pb.gz", cpu_profile())
+    config = tmp_path / "prune.yaml"
+    config.write_text("- app: svc\n  rules:\n    - drop: '(unclosed'\n    - keep: x\n")
+    code, _, err = run(capsys, "merge", "-o", tmp_path / "out.pb.gz", "--prune-config", config, "--app", "svc", a)
+    assert code == 1
+    assert err.splitlines() == [
+        f"autopgo merge: {config}:3: entry 1 (app svc), rule 1: drop: bad regular expression '(unclosed':"
+        " missing ), unterminated subpattern at position 0",
+        f"autopgo merge: {config}:4: entry 1 (app svc), rule 2: drop must be a non-empty regular expression",
+    ]
+
+
 def test_console_script_inspect(tmp_path: Path) -> None:
     a = write(tmp_path / "a.pb.gz", cpu_profile())
     assert AUTOPGO.exists(), AUTOPGO

@@ -62,7 +62,7 @@ def test_an_empty_rules_file_is_an_error(
     rules.write_text(content)
     code, _, err = run(capsys, "merge", "-o", tmp_path / "out.pgo", "--prune-config", rules, "--app", "svc", profile)
     assert code == 1 and err.count("\n") == 1
-    assert err.startswith(f"autopgo merge: {rules}: ") and "no rules" in err
+    assert err.startswith(f"autopgo merge: {rules}") and "no rules: expected a list" in err
 
 
 @pytest.mark.parametrize("jobs", ["-1", "0", "two"])

@@ -741,7 +741,7 @@ FAILURES: dict[str, tuple[Scenario, str]] = {
     "timeout": (
         lambda f, closed, tmp: (
             f.faults.__setitem__(("GET", "/api/profile"), Fault(200, delay=10)),
-            ["list", "--timeout", "0.2"],
+            ["list", "--timeout", "200ms"],
         )[1],
         "/api/profile: no response after 0.2s",
     ),
@@ -810,12 +810,18 @@ def test_cli_refuses_to_write_a_profile_to_a_terminal(
     assert fake.requests == []
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "soon", "inf", "nan"])
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "inf", "nan", "0s", "5 s", "1x"])
 def test_cli_timeout_must_be_positive(value: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["list", "--timeout", value])
     assert exc.value.code == 2
     assert "--timeout" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("value", "seconds"), [("30", 30.0), ("0.5", 0.5), ("1m30s", 90.0), ("1500ms", 1.5), ("2h", 7200.0)])
+def test_cli_timeout_is_seconds_or_a_duration(value: str, seconds: float) -> None:
+    """Documented as SECONDS, a bare number stays seconds; a Go duration works too."""
+    assert build_parser().parse_args(["list", "--timeout", value]).timeout == seconds
 
 
 # --- end to end, against the real server --------------------------------------------------------

@@ -1,4 +1,4 @@
-"""autopgo.yaml: loading, defaults, path resolution, and one ConfigError per mistake."""
+"""autopgo.yaml: loading, defaults, path resolution, and one ConfigError listing every mistake with its line."""
 
 from __future__ import annotations
 
@@ -67,14 +67,17 @@ def write(folder: Path, text: str, name: str = "autopgo.yaml") -> Path:
     return path
 
 
-def expect_error(path: Path, *settings: str) -> str:
-    """load_config(path) raises exactly one ConfigError: one line naming the file and every setting."""
+def expect_error(path: Path, *settings: str, count: int = 1) -> str:
+    """load_config(path) raises exactly one ConfigError: ``count`` lines (one per mistake), each
+    naming the file (and the line, where there is one), together naming every setting."""
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert type(info.value) is ConfigError
     message = str(info.value)
-    assert "\n" not in message and message.strip() == message, message
-    assert str(path) in message, message
+    lines = message.split("\n")
+    assert info.value.problems == lines and len(lines) == count, message
+    for line in lines:
+        assert line.strip() == line and re.match(rf"{re.escape(str(path))}(:\d+)*: ", line), line
     for setting in settings:
         assert setting in message, f"{setting!r} not in {message!r}"
     return message
@@ -197,7 +200,9 @@ def test_clean_larger_than_alone_and_zero_as_on_the_command_line(tmp_path: Path)
     ("store", "expected"),
     [
         ("file://./blobs", "conf/blobs"),
-        ("file://blobs/x", "conf/blobs/x"),
+        ("file://./blobs/x", "conf/blobs/x"),
+        ("file://.", "conf"),
+        ("file://../shared/blobs", "shared/blobs"),
         ("blobs", "conf/blobs"),
         ("../shared/blobs", "shared/blobs"),
     ],
@@ -322,13 +327,20 @@ BAD = [
     ("every-bad-unit", scrape_with("every: 5x\ntargets: {static: []}\n"), ["app a: scrape.every"]),
     ("every-negative-number", scrape_with("every: -5\ntargets: {static: []}\n"), ["app a: scrape.every"]),
     ("sweep-every-no-unit", "sweep_every: '10'\n", ["sweep_every"]),
+    ("sweep-every-bare-number", "sweep_every: 60\n", ["sweep_every: 60 has no unit: write 60s, 1m or 1h30m"]),
+    ("sweep-every-bare-float", "sweep_every: 1.5\n", ["sweep_every: 1.5 has no unit"]),
+    ("every-bare-number", scrape_with("every: 300\ntargets: {static: []}\n"), ["app a: scrape.every: 300 has no unit"]),
+    ("timeout-bare-number", scrape_with("targets: {consul: {timeout: 5}}\n"), ["scrape.targets.consul.timeout: 5 has no unit"]),
     ("sweep-every-bool", "sweep_every: true\n", ["sweep_every"]),
     ("clean-no-bounds", "clean: {every: 1h}\n", ["clean", "older_than"]),
     ("clean-null", "clean:\n", ["clean"]),
     ("clean-unknown", "clean: {older_than: 1h, max_size: 5}\n", ["clean", "max_size"]),
     ("clean-larger-negative", "clean: {larger_than: -1}\n", ["clean.larger_than"]),
-    ("clean-larger-string", "clean: {larger_than: 10MB}\n", ["clean.larger_than"]),
-    ("clean-older-bad", "clean: {older_than: 30d}\n", ["clean.older_than"]),
+    ("clean-larger-string", "clean: {larger_than: 10 apples}\n", ["clean.larger_than", "10 apples"]),
+    ("clean-larger-fraction", "clean: {larger_than: 0.3K}\n", ["clean.larger_than", "whole number of bytes"]),
+    ("clean-larger-float", "clean: {larger_than: 2.5}\n", ["clean.larger_than", "whole number of bytes"]),
+    ("clean-older-bad", "clean: {older_than: 30 days}\n", ["clean.older_than"]),
+    ("clean-older-no-unit", "clean: {older_than: 720}\n", ["clean.older_than: 720 has no unit"]),
     ("clean-every-bad", "clean: {every: soon, older_than: 1h}\n", ["clean.every"]),
     ("prune-bad-regex", "apps: [{name: a, prune: [{drop: '(unclosed'}]}]\n", ["app a: prune", "drop"]),
     ("prune-bad-keep-regex", "apps: [{name: a, prune: [{drop: x, keep: '[z-a]'}]}]\n", ["app a: prune", "keep"]),
@@ -343,12 +355,17 @@ BAD = [
     ("api-url-number", "api: {url: 8080}\n", ["api.url"]),
     ("blob-store-number", "blob_store: 5\n", ["blob_store"]),
     ("blob-store-empty", "blob_store: ''\n", ["blob_store"]),
+    ("blob-store-gs", "blob_store: gs://bucket/pgo\n", [":1: blob_store: ", "'gs://bucket/pgo'", "unknown scheme 'gs'"]),
+    ("blob-store-file-host", "blob_store: file://blobs/x\n", [":1: blob_store: ", "cannot name a host", "file://./"]),
+    ("blob-store-bad-s3", "blob_store: s3://Bad_Bucket\n", [":1: blob_store: ", "invalid bucket name"]),
 ]
+# A typo in a required key is two mistakes: the unknown key and the missing one.
+BAD_COUNT = {"prune-unknown-key": 2}
 
 
 @pytest.mark.parametrize(("text", "settings"), [(t, s) for _, t, s in BAD], ids=[i for i, _, _ in BAD])
-def test_bad_config_is_one_config_error(tmp_path: Path, text: str, settings: list[str]) -> None:
-    expect_error(write(tmp_path, text), *settings)
+def test_bad_config_is_one_config_error(request: pytest.FixtureRequest, tmp_path: Path, text: str, settings: list[str]) -> None:
+    expect_error(write(tmp_path, text), *settings, count=BAD_COUNT.get(request.node.callspec.id, 1))
 
 
 def test_bad_config_table_is_large() -> None:
@@ -356,8 +373,16 @@ def test_bad_config_table_is_large() -> None:
 
 
 def test_not_yaml(tmp_path: Path) -> None:
-    message = expect_error(write(tmp_path, "apps: [\n  - name: a\n  bad: {\n"), "not valid YAML")
-    assert "line" in message  # where in the file
+    path = write(tmp_path, "apps: [\n  - name: a\n  bad: {\n")
+    message = expect_error(path, "not valid YAML")
+    assert message.startswith(f"{path}:2:3: not valid YAML: ")  # where in the file: line and column
+
+
+def test_not_yaml_keeps_pyyamls_problem_and_position(tmp_path: Path) -> None:
+    """One line, FILE:LINE:COLUMN and pyyaml's problem, without its context snippet squashed into it."""
+    path = write(tmp_path, "api:\n  url: http://x\nsweep_every: 60s\nclean: older_than: 1h\n")
+    message = expect_error(path)
+    assert message == f"{path}:4:18: not valid YAML: mapping values are not allowed here"
 
 
 def test_not_yaml_tab_indent(tmp_path: Path) -> None:
@@ -393,10 +418,62 @@ def test_overflowing_duration_is_config_error(tmp_path: Path, value: str) -> Non
     expect_error(write(tmp_path, f"sweep_every: {value}\n"), "sweep_every")
 
 
-def test_first_mistake_is_reported_alone(tmp_path: Path) -> None:
-    """Several mistakes: still exactly one error, naming one setting."""
-    message = expect_error(write(tmp_path, "apps: [{name: Bad}]\nsweep_every: nope\nclean: {}\n"))
-    assert message.count("apps[0].name") + message.count("sweep_every") + message.count("clean:") == 1
+THREE_MISTAKES = """\
+blob_store: gs://bucket/pgo
+sweep_every: 60
+apps:
+  - name: checkout
+    scrape:
+      every: 5x
+      targets: {static: []}
+"""
+
+
+def test_every_mistake_is_reported_with_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, THREE_MISTAKES)
+    message = expect_error(path, count=3)
+    assert message.split("\n") == [
+        f"{path}:1: blob_store: invalid blob store URL 'gs://bucket/pgo':"
+        " unknown scheme 'gs' (use file:// or s3://, or a plain path)",
+        f"{path}:2: sweep_every: 60 has no unit: write 60s, 1m or 1h30m",
+        f"{path}:6: app checkout: scrape.every: expected a duration such as 90s, 5m or 1h30m, not '5x'",
+    ]
+
+
+def test_mistakes_anywhere_in_the_file_are_all_reported(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """\
+        api: {uri: x}
+        clean:
+          every: 1h
+        apps:
+          - name: Bad
+            prune: [{drop: '(x'}]
+          - name: ok
+            scrape:
+              sample_size: 0
+              targets:
+                static:
+                  - address: nohost
+                  - {address: 'h:1', path: nope}
+          - name: ok
+        """,
+    )
+    lines = expect_error(path, count=8).split("\n")
+    assert [line.split(": ")[0].rpartition(":")[2] for line in lines] == ["1", "2", "5", "6", "9", "12", "13", "14"]
+    assert "api: unknown setting 'uri'" in lines[0]
+    assert "clean: give older_than, larger_than or both" in lines[1]  # the parent mapping's line
+    assert "apps[0].name: " in lines[2] and "apps[0]: prune, rule 1: drop: bad regular expression" in lines[3]
+    assert "app ok: scrape.sample_size" in lines[4]
+    assert "app ok: scrape.targets.static[0].address" in lines[5]
+    assert "app ok: scrape.targets.static[1].path" in lines[6]
+    assert "apps[2].name: ok is listed twice" in lines[7]
+
+
+def test_missing_setting_points_at_its_parent_mapping(tmp_path: Path) -> None:
+    path = write(tmp_path, "apps:\n  - name: a\n    scrape:\n      every: 5m\n      duration: 30s\n")
+    assert expect_error(path) == f"{path}:3: app a: scrape.targets: missing (one of file, static, kubernetes, consul, nomad)"
 
 
 def test_parse_config_errors_without_file_name() -> None:
@@ -404,9 +481,16 @@ def test_parse_config_errors_without_file_name() -> None:
         parse_config({"apps": [{"name": "UPPER"}]})
     with pytest.raises(ConfigError, match="the file: expected a mapping"):
         parse_config(["a"])
+    with pytest.raises(ConfigError) as info:
+        parse_config({"sweep_every": 60, "blob_store": "gs://b", "clean": {"larger_than": "1x"}})
+    assert sorted(info.value.problems) == [
+        "blob_store: invalid blob store URL 'gs://b': unknown scheme 'gs' (use file:// or s3://, or a plain path)",
+        "clean.larger_than: expected a size such as 1048576, 64MiB or 1G, not '1x'",
+        "sweep_every: 60 has no unit: write 60s, 1m or 1h30m",
+    ]
 
 
-# -- durations ----------------------------------------------------------------------
+# -- durations and sizes ------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -414,16 +498,27 @@ def test_parse_config_errors_without_file_name() -> None:
     [
         ("250ms", timedelta(milliseconds=250)),
         ("1ms", timedelta(milliseconds=1)),
+        ("300ms", timedelta(milliseconds=300)),
         ("30s", timedelta(seconds=30)),
+        ("90s", timedelta(seconds=90)),
         ("1.5s", timedelta(seconds=1.5)),
         ("5m", timedelta(minutes=5)),
         ("0.5m", timedelta(seconds=30)),
         ("2h", timedelta(hours=2)),
+        ("1.5h", timedelta(minutes=90)),
+        ("1h30m", timedelta(minutes=90)),
+        ("1h0m30s", timedelta(hours=1, seconds=30)),
+        ("2h45m10.5s", timedelta(hours=2, minutes=45, seconds=10.5)),
         ("720h", timedelta(days=30)),
+        ("30d", timedelta(days=30)),
+        ("1d12h", timedelta(hours=36)),
+        (".5s", timedelta(milliseconds=500)),
+        ("1500us", timedelta(microseconds=1500)),
+        ("1500µs", timedelta(microseconds=1500)),
+        ("1500μs", timedelta(microseconds=1500)),
+        ("2000000ns", timedelta(milliseconds=2)),
+        ("+5s", timedelta(seconds=5)),
         (" 10s ", timedelta(seconds=10)),
-        (10, timedelta(seconds=10)),
-        (1, timedelta(seconds=1)),
-        (0.25, timedelta(milliseconds=250)),
     ],
 )
 def test_parse_duration(value: object, expected: timedelta) -> None:
@@ -433,7 +528,9 @@ def test_parse_duration(value: object, expected: timedelta) -> None:
 
 
 @pytest.mark.parametrize(
-    "value", ["10", "-5s", "5x", "", "s", "5 s", "1h30m", "5S", "1d", "+5s", "0s", "0ms", 0, 0.0, -1, True, False, None, [5], float("nan")]
+    "value",
+    ["-5s", "5x", "", "s", "5 s", "1h 30m", "5S", "1H", "1.5.s", "1h-30m", "0s", "0ms", "0h0m", "-0s", "1ns", True, False, None, [5],
+     float("nan"), float("inf"), "2562048h"],
 )
 def test_parse_duration_rejects(value: object) -> None:
     with pytest.raises(ConfigError) as info:
@@ -444,13 +541,61 @@ def test_parse_duration_rejects(value: object) -> None:
     assert repr(value) in message
 
 
-@pytest.mark.parametrize("value", ["0.0001ms", 1e-9])
+@pytest.mark.parametrize("value", ["10", 10, 0.25, "1.5", 60])
+def test_parse_duration_refuses_a_number_without_unit(value: object) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_duration(value, "sweep_every")
+    assert str(info.value) == f"sweep_every: {value} has no unit: write {value}s, 1m or 1h30m"
+
+
+@pytest.mark.parametrize("value", [0, "0", -5, "-5"])
+def test_parse_duration_refuses_zero_and_negative_numbers(value: object) -> None:
+    with pytest.raises(ConfigError, match="^x: must be positive"):
+        parse_duration(value, "x")
+
+
+@pytest.mark.parametrize("value", ["0.0001ms", "999ns", 1e-9])
 def test_parse_duration_never_returns_zero(value: object) -> None:
     try:
         result = parse_duration(value, "x")
     except ConfigError:
         return  # refusing it is fine too
     assert result > timedelta(0)
+
+
+def test_go_durations_and_sizes_in_every_setting(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """\
+        sweep_every: 1m30s
+        clean:
+          every: 1.5h
+          older_than: 30d
+          larger_than: 50MiB
+        apps:
+          - name: a
+            scrape:
+              every: 1h30m
+              duration: 2500ms
+              targets: {kubernetes: {timeout: 1m0.5s}}
+        """,
+    )
+    config = load_config(path)
+    assert config.sweep_every == timedelta(seconds=90)
+    assert config.clean == CleanConfig(timedelta(minutes=90), timedelta(days=30), 50 << 20)
+    scrape = config.app("a").scrape
+    assert scrape is not None and (scrape.every, scrape.duration) == (timedelta(minutes=90), timedelta(seconds=2.5))
+    assert scrape.targets.kubernetes is not None and scrape.targets.kubernetes.timeout == 60.5
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("50000000", 50000000), ("0", 0), ("7B", 7), ("4k", 4096), ("4KB", 4096), ("4KiB", 4096), ("64mb", 64 << 20),
+     ("64MiB", 64 << 20), ("1.5G", 3 << 29), ("2 GB", 2 << 30), ("1TiB", 1 << 40), ("0.5K", 512)],
+)
+def test_clean_larger_than_sizes(tmp_path: Path, value: str, expected: int) -> None:
+    config = load_config(write(tmp_path, f"clean: {{larger_than: {value}}}\n"))
+    assert config.clean is not None and config.clean.larger_than == expected
 
 
 @pytest.mark.parametrize(

@@ -582,7 +582,7 @@ def test_api_health_reports_each_apps_target_source(tmp_path: Path) -> None:
     config.write_text(
         "apps:\n"
         "  - name: shop\n"
-        "    scrape: {targets: {consul: {address: '127.0.0.1:9', timeout: 0.5}}}\n"
+        "    scrape: {targets: {consul: {address: '127.0.0.1:9', timeout: 500ms}}}\n"
         "  - name: fixed\n"
         "    scrape: {targets: {static: [{address: '127.0.0.1:1'}]}}\n"
     )

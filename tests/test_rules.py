@@ -155,6 +155,49 @@ def test_invalid_yaml(tmp_path: Path, text: str) -> None:
     check_config_error(info.value, path, None, r"not valid YAML")
 
 
+def test_invalid_yaml_keeps_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "prune.yaml"
+    path.write_text("- app: a\n  rules:\n    - drop: x\n     keep: y\n")
+    with pytest.raises(ConfigError) as info:
+        load_prune_config(path)
+    assert str(info.value) == f"{path}:4:6: not valid YAML: expected <block end>, but found '<block mapping start>'"
+
+
+def test_every_mistake_is_reported_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "prune.yaml"
+    path.write_text(
+        "- app: checkout\n"  # 1
+        "  rules:\n"
+        "    - drop: '(unclosed'\n"  # 3
+        "    - drop: ^ok\n"
+        "      kep: ^x\n"  # 5
+        "- app: Bad_Name\n"  # 6
+        "- app: checkout\n"  # 7
+        "  rules: [{drop: ^a, keep: '[z-a]'}]\n"  # 8
+    )
+    with pytest.raises(ConfigError) as info:
+        load_prune_config(path)
+    assert type(info.value) is ConfigError
+    assert info.value.problems == str(info.value).split("\n") == [
+        f"{path}:3: entry 1 (app checkout), rule 1: drop: bad regular expression '(unclosed':"
+        " missing ), unterminated subpattern at position 0",
+        f"{path}:5: entry 1 (app checkout), rule 2: unknown key 'kep' (expected one of drop, keep)",
+        f"{path}:6: entry 2: app must be 1 to 63 characters of a-z, 0-9 and '-', not 'Bad_Name'",
+        f"{path}:7: entry 3 (app checkout): app checkout is listed twice",
+        f"{path}:8: entry 3 (app checkout), rule 1: keep: bad regular expression '[z-a]':"
+        " bad character range z-a at position 1",
+    ]
+
+
+def test_parse_prune_config_reports_every_mistake_without_lines() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_prune_config([{"app": "a", "rules": [{"drop": ""}]}, {"app": "A"}])
+    assert info.value.problems == [
+        "entry 1 (app a), rule 1: drop must be a non-empty regular expression",
+        "entry 2: app must be 1 to 63 characters of a-z, 0-9 and '-', not 'A'",
+    ]
+
+
 def test_non_utf8_file_is_a_config_error(tmp_path: Path) -> None:
     path = tmp_path / "prune.yaml"
     path.write_bytes(b"- app: caf\xe9\n")

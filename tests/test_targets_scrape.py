@@ -217,6 +217,29 @@ def test_file_targets_first_read_bad_raises(tmp_path: Path, content: str | bytes
         assert expected in message and str(path) in message and "\n" not in message, message
 
 
+def test_file_targets_report_every_mistake_with_its_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    f = TargetFile(tmp_path / "targets.yaml")
+    f.write("- address: 10.0.0.1:6060\n- address: nope\n- {address: 'h:1', path: x, scheme: ftp}\n")
+    source = FileTargets(f.path)
+    with pytest.raises(ConfigError) as info:
+        source.targets()
+    assert info.value.problems == [
+        f"{f.path}:2: [1].address: expected host:port, not 'nope'",
+        f"{f.path}:3: [2].path: expected a path starting with '/', not 'x'",
+        f"{f.path}:3: [2].scheme: expected http or https, not 'ftp'",
+    ]
+    f.write("- address: 10.0.0.1:6060\n")
+    assert source.targets() == [Target("10.0.0.1:6060")]
+    f.write("- address: nope\n- address: 10.0.0.2\n")
+    with caplog.at_level(logging.INFO):
+        assert source.targets() == [Target("10.0.0.1:6060")]
+    (record,) = errors(caplog)  # one log line naming both
+    assert record.getMessage() == (
+        f"{f.path}:1: [0].address: expected host:port, not 'nope'; "
+        f"{f.path}:2: [1].address: expected host:port, not '10.0.0.2'; keeping the last good list of 1 targets"
+    )
+
+
 def test_file_targets_first_good_after_bad_start(tmp_path: Path) -> None:
     f = TargetFile(tmp_path / "targets.yaml")
     source = FileTargets(f.path)
