@@ -10,12 +10,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from profiling.stores import DEFAULT_BLOB_STORE
 from profiling.units import parse_duration
 
 from .limits import Limits
 
 EVENT_SINKS = ("prefect", "log")
-DEFAULT_BLOB_STORE = "file://./data/blobs"
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from profiling.config import Config
 
+from profiling.stores import DEFAULT_BLOB_STORE
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-DEFAULT_BLOB_STORE = "file://./data/blobs"
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,7 +48,7 @@ from urllib.parse import urlsplit
 from .errors import ConfigError
 from .names import is_valid_app_name
 from .rules import PruneRule, read_rules
-from .stores import StoreURLError, parse_store_url
+from .stores import DEFAULT_BLOB_STORE, StoreURLError, parse_store_url
 from .targets import Target, read_target_list
 from .units import UnitError
 from .units import parse_duration as _parse_duration
@@ -56,7 +56,6 @@ from .units import parse_size
 from .yamlfile import Problems, Setting, load_yaml
 
 DEFAULT_API_URL = "http://127.0.0.1:8080"
-DEFAULT_BLOB_STORE = "file://./data/blobs"
 
 
 DEFAULT_DISCOVERY_TIMEOUT = timedelta(seconds=10)

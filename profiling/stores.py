@@ -30,6 +30,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 if TYPE_CHECKING:
     from profiling.blobs import BlobStore
 
+DEFAULT_BLOB_STORE = "file://./data/blobs"  # relative to the folder of whoever reads it
 MAX_KEY_BYTES = 1024  # the S3 limit, applied everywhere for parity
 # Segments starting with this are the stores' own (temporary and lock files).
 RESERVED_SEGMENT_PREFIX = ".autopgo-"
