@@ -62,12 +62,6 @@ RFC3339_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
 CPU = encode(cpu_profile())
 
 
-def truncated(data: bytes) -> bytes:
-    """``data`` cut in the middle, where its last four bytes do not look like a huge gzip size."""
-    cut = next(n for n in range(len(data) // 2, 0, -1) if int.from_bytes(data[n - 4 : n], "little") < 1 << 20)
-    return data[:cut]
-
-
 def gzip_bomb(size: int) -> bytes:
     """``size`` zero bytes, gzipped (about 1000:1)."""
     return gzip.compress(bytes(size), compresslevel=9)
@@ -83,14 +77,18 @@ def gzip_bomb_lying_trailer(size: int) -> bytes:
 BAD_PROFILES = {
     "garbage": (b"this is not a profile at all", "not a pprof profile"),
     "empty": (b"", "empty profile"),
-    "truncated gzip": (truncated(CPU), "truncated gzip"),
+    "truncated gzip": (CPU[: len(CPU) // 2], "unexpected end of gzip data (truncated)"),
     "corrupt gzip": (CPU[:10] + bytes(len(CPU) - 10), "decompressing profile"),
-    "gzip bomb": (gzip_bomb(64 << 20), "larger than the limit"),
-    "gzip bomb, lying trailer": (gzip_bomb_lying_trailer(64 << 20), "larger than the limit"),
     "bad string table": (pb.Profile(string_table=["x"]).SerializeToString(), "string_table[0] must be ''"),
     "heap profile": (encode(heap_profile()), "not a CPU profile"),
     "no start_line": (encode(cpu_profile(start_line=0)), "start_line"),
 }
+# Refused with 413, as a body over --max-body is.
+TOO_LARGE_PROFILES = {
+    "gzip bomb": gzip_bomb(64 << 20),
+    "gzip bomb, lying trailer": gzip_bomb_lying_trailer(64 << 20),
+}
+TRUNCATED = "bad profile: decompressing profile: unexpected end of gzip data (truncated)"
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -206,6 +204,59 @@ def test_bad_profile_is_400_and_stores_nothing(
     assert sink.events == []
     assert_still_serving(server)
     assert client.get("/api/ready").status_code == 200  # the same keep-alive connection goes on too
+
+
+@pytest.mark.parametrize("workers", [0, 1], ids=["in-thread", "worker"])
+def test_truncated_real_profile_is_400_truncated(
+    store: BlobStore, sink: RecordingSink, long_cpu_profile: Path, workers: int
+) -> None:
+    data = long_cpu_profile.read_bytes()
+    cuts = [3, 18, 100, 10000, 20000, 23000, -1, -4, -8, -9, *range(200, len(data), 1999)]
+    with thread_server(store, sink, workers=workers) as running, httpx.Client(base_url=running.url) as c:
+        for cut in cuts:
+            message = assert_error(c.post("/api/profile/svc", content=data[:cut]), 400)
+            assert message == TRUNCATED, f"cut at {cut}: {message}"
+    assert keys(store) == [] and sink.events == []
+
+
+@pytest.mark.parametrize("workers", [0, 1], ids=["in-thread", "worker"])
+def test_profile_over_max_decompressed_is_413(
+    store: BlobStore, sink: RecordingSink, cpu_profiles: list[Path], long_cpu_profile: Path, workers: int
+) -> None:
+    data = long_cpu_profile.read_bytes()
+    limit = len(gzip.decompress(data)) - 1
+    with thread_server(store, sink, limits=Limits(MAX_BODY, limit), workers=workers) as running:
+        with httpx.Client(base_url=running.url) as c:
+            message = assert_error(c.post("/api/profile/svc", content=data), 413)
+            assert message == f"decompressed profile is larger than the limit of {limit} bytes"
+            message = assert_error(c.post("/api/profile/svc", content=gzip.decompress(data)), 413)
+            assert message == f"profile is larger than the limit of {limit} bytes"  # raw, under --max-body
+            for body in TOO_LARGE_PROFILES.values():
+                assert_error(c.post("/api/profile/svc", content=body), 413, "larger than the limit")
+            assert c.post("/api/profile/svc", content=cpu_profiles[0].read_bytes()).status_code == 201
+            assert c.get("/api/ready").status_code == 200  # the same keep-alive connection goes on
+    assert len(keys(store)) == 1
+
+
+@pytest.mark.parametrize("case", list(TOO_LARGE_PROFILES))
+def test_too_large_profile_is_413_and_stores_nothing(
+    case: str, client: httpx.Client, server: ThreadServer, store: BlobStore, sink: RecordingSink
+) -> None:
+    data = TOO_LARGE_PROFILES[case]
+    assert len(data) <= MAX_BODY
+    assert_error(client.post("/api/profile/svc", content=data), 413, f"larger than the limit of {MAX_DECOMPRESSED} bytes")
+    assert keys(store) == [] and sink.events == []
+    assert client.get("/api/ready").status_code == 200
+
+
+def test_server_command_max_decompressed_is_413(tmp_path: Path, long_cpu_profile: Path) -> None:
+    data = long_cpu_profile.read_bytes()
+    limit = len(gzip.decompress(data)) - 1
+    args = ["--blob-store", f"file://{tmp_path}/blobs", "--events", "log", "--workers", "1"]
+    with ServerProcess([*args, "--max-decompressed", str(limit)]) as proc:
+        response = httpx.post(f"{proc.url}/api/profile/svc", content=data, timeout=30)
+        assert_error(response, 413, f"decompressed profile is larger than the limit of {limit} bytes")
+        assert_error(httpx.post(f"{proc.url}/api/profile/svc", content=data[:20000], timeout=30), 400, TRUNCATED)
 
 
 @pytest.mark.parametrize("case", ["heap profile", "no start_line"])
@@ -942,9 +993,10 @@ def test_validation_in_worker_processes(store: BlobStore, sink: RecordingSink, c
         assert len(checker.worker_pids()) == 2
         for path in cpu_profiles:
             assert c.post("/api/profile/svc", content=path.read_bytes()).status_code == 201
-        for case in ("garbage", "gzip bomb", "heap profile", "no start_line"):
+        for case in ("garbage", "truncated gzip", "heap profile", "no start_line"):
             data, expected = BAD_PROFILES[case]
             assert_error(c.post("/api/profile/svc", content=data), 400, expected)
+        assert_error(c.post("/api/profile/svc", content=TOO_LARGE_PROFILES["gzip bomb"]), 413, "larger than the limit")
         assert len(keys(store)) == len(cpu_profiles)
 
         os.kill(checker.worker_pids()[0], signal.SIGKILL)  # a worker dies (say, out of memory)
@@ -977,9 +1029,11 @@ def test_worker_loop_answers_each_upload(monkeypatch: pytest.MonkeyPatch) -> Non
     ours.send_bytes(CPU)
     assert ours.recv_bytes() == b""
     ours.send_bytes(b"garbage")
-    assert ours.recv_bytes().decode().startswith("bad profile: not a pprof profile")
+    assert ours.recv_bytes().decode().startswith("400 bad profile: not a pprof profile")
     ours.send_bytes(encode(heap_profile()))
-    assert ours.recv_bytes().decode().startswith("profile cannot be used for Go's PGO: not a CPU profile")
+    assert ours.recv_bytes().decode().startswith("400 profile cannot be used for Go's PGO: not a CPU profile")
+    ours.send_bytes(TOO_LARGE_PROFILES["gzip bomb"])
+    assert ours.recv_bytes().decode() == f"413 decompressed profile is larger than the limit of {MAX_DECOMPRESSED} bytes"
 
     def broken(*args: object) -> None:
         raise KeyError("a bug")
