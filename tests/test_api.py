@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import logging
 import os
@@ -14,6 +15,8 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing import Pipe
 from pathlib import Path
@@ -43,6 +46,7 @@ from profiling import names
 from profiling.blobs import BlobStore
 from profiling.codec import decode, encode, encode_raw
 from profiling.errors import BlobStoreError, ProfileError
+from profiling.etags import content_etag
 from profiling.events import DELETED, UPLOADED, Event, EventError
 from profiling.model import Profile, Sample, ValueType
 from profiling.proto import profile_pb2 as pb
@@ -449,6 +453,113 @@ def test_download_with_etag_and_304(client: httpx.Client, store: BlobStore, cpu_
     fresh = client.get("/api/profile/svc", headers={"If-None-Match": etag})
     assert fresh.status_code == 200 and fresh.content == cpu_profiles[1].read_bytes()
     assert fresh.headers["etag"] != etag
+
+
+class CountingStore:
+    """A real store that counts the reads of whole objects (``open``), to show what needs none."""
+
+    def __init__(self, store: BlobStore) -> None:
+        self._store = store
+        self.opened: list[str] = []
+
+    def open(self, key: str) -> tuple[Any, Any]:
+        self.opened.append(key)
+        return self._store.open(key)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+def test_etag_is_the_hash_of_the_bytes_served(
+    client: httpx.Client, store: BlobStore, cpu_profiles: list[Path]
+) -> None:
+    data = cpu_profiles[0].read_bytes()
+    put_merged(store, "svc", data)
+    tag = f'"{hashlib.sha256(data).hexdigest()[:32]}"'
+    assert client.get("/api/profile/svc").headers["etag"] == tag
+    assert client.head("/api/profile/svc").headers["etag"] == tag
+    trimmed = client.get("/api/profile/svc?trim=pgo")
+    assert trimmed.headers["etag"] == f'"{hashlib.sha256(trimmed.content).hexdigest()[:32]}"' != tag
+    assert client.head("/api/profile/svc?trim=pgo").headers["etag"] == trimmed.headers["etag"]
+    # Another server, or this one restarted, tags the same bytes alike: a client's copy stays current.
+    assert client.get("/api/profile/svc", headers={"If-None-Match": tag}).status_code == 304
+
+
+def test_304_for_the_content_hash_needs_no_read_once_known(
+    store: BlobStore, sink: RecordingSink, cpu_profiles: list[Path]
+) -> None:
+    counting = CountingStore(store)
+    data = cpu_profiles[0].read_bytes()
+    put_merged(store, "svc", data)
+    have = content_etag(data)  # what a client computes from the file it has
+    with thread_server(counting, sink) as running, httpx.Client(base_url=running.url) as c:  # type: ignore[arg-type]
+        first = c.get("/api/profile/svc", headers={"If-None-Match": have})
+        assert first.status_code == 304 and first.content == b"" and first.headers["etag"] == have
+        assert len(counting.opened) == 1  # read once, to learn the tag of this version
+        for _ in range(3):
+            assert c.get("/api/profile/svc", headers={"If-None-Match": have}).status_code == 304
+        head = c.head("/api/profile/svc")
+        assert head.status_code == 200 and head.headers["etag"] == have
+        assert head.headers["content-length"] == str(len(data))
+        assert len(counting.opened) == 1
+        full = c.get("/api/profile/svc")
+        assert full.content == data and full.headers["etag"] == have
+
+        newer = cpu_profiles[1].read_bytes()
+        put_merged(store, "svc", newer)  # a new merge: 200 with the new bytes and their tag
+        fresh = c.get("/api/profile/svc", headers={"If-None-Match": have})
+        assert fresh.status_code == 200 and fresh.content == newer
+        assert fresh.headers["etag"] == content_etag(newer)
+        assert c.get("/api/profile/svc", headers={"If-None-Match": content_etag(newer)}).status_code == 304
+
+
+def test_trimmed_download_304_on_the_hash_of_the_trimmed_bytes(
+    client: httpx.Client, store: BlobStore, cpu_profiles: list[Path]
+) -> None:
+    put_merged(store, "svc", cpu_profiles[0].read_bytes())
+    trimmed = client.get("/api/profile/svc?trim=pgo").content
+    have = content_etag(trimmed)
+    assert client.get("/api/profile/svc?trim=pgo", headers={"If-None-Match": have}).status_code == 304
+    assert client.get("/api/profile/svc", headers={"If-None-Match": have}).status_code == 200  # not the full form
+    put_merged(store, "svc", cpu_profiles[1].read_bytes())
+    fresh = client.get("/api/profile/svc?trim=pgo", headers={"If-None-Match": have})
+    assert fresh.status_code == 200 and fresh.headers["etag"] == content_etag(fresh.content) != have
+
+
+def shifted(http_date: str, seconds: int) -> str:
+    from email.utils import format_datetime, parsedate_to_datetime
+
+    return format_datetime(parsedate_to_datetime(http_date) + timedelta(seconds=seconds), usegmt=True)
+
+
+@pytest.mark.parametrize("trim", ["", "?trim=pgo"], ids=["full", "trimmed"])
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_if_modified_since(client: httpx.Client, store: BlobStore, trim: str, method: str) -> None:
+    """RFC 9110 §13.1.3 and §13.2.2: 304 when Last-Modified is not later than the date; ignored
+    when the date is not an HTTP-date, or when If-None-Match is present."""
+    put_merged(store, "svc", cpu_profile())
+    url = f"/api/profile/svc{trim}"
+    plain = client.request(method, url)
+    last_modified, etag = plain.headers["last-modified"], plain.headers["etag"]
+    asctime = time.strftime("%a %b %d %H:%M:%S %Y", time.gmtime(httpx_date(last_modified) + 1))
+    cases = {
+        "the same date": ({"If-Modified-Since": last_modified}, 304),
+        "a later date": ({"If-Modified-Since": shifted(last_modified, 1)}, 304),
+        "a later date, asctime form": ({"If-Modified-Since": asctime}, 304),
+        "an earlier date": ({"If-Modified-Since": shifted(last_modified, -1)}, 200),
+        "not a date": ({"If-Modified-Since": "yesterday"}, 200),
+        "a numeric zone": ({"If-Modified-Since": shifted(last_modified, 1).replace("GMT", "+0000")}, 200),
+        "a stale If-None-Match": ({"If-Modified-Since": shifted(last_modified, 1), "If-None-Match": '"old"'}, 200),
+        "a current If-None-Match": ({"If-Modified-Since": shifted(last_modified, -1), "If-None-Match": etag}, 304),
+    }
+    for case, (headers, status) in cases.items():
+        response = client.request(method, url, headers=headers)
+        assert response.status_code == status, case
+        assert response.headers["etag"] == etag and response.headers["last-modified"] == last_modified, case
+        if status == 304 or method == "HEAD":
+            assert response.content == b"", case
+        else:
+            assert response.content == client.get(url).content, case
 
 
 def httpx_date(value: str) -> float:
