@@ -75,7 +75,7 @@ class ProfileApi:
     ) -> None:
         self.store = store
         self.sink = sink
-        self.target_sources = dict(target_sources or {})  # app -> source that can check()
+        self.target_sources = dict(target_sources or {})  # app -> its target source, for /api/health
         self.limits = limits or Limits()
         self.accept_any_profile = accept_any_profile
         self.checker = ProfileChecker(
@@ -290,18 +290,20 @@ class ProfileApi:
         return json_response(HTTPStatus.OK, {"status": "ok", "dependencies": results, "targets": targets})
 
     def _target_health(self) -> list[dict[str, Any]]:
-        """Whether each app's target source (Kubernetes, Consul, Nomad) can list its targets.
+        """Whether each app's target source (of any kind: file, static, Kubernetes, Consul,
+        Nomad) can list its targets now.
 
         Reported, not counted as down: uploads and downloads work without them.
         """
         out = []
         for app, source in sorted(self.target_sources.items()):
+            entry = {"app": app, "source": source.kind}
             try:
-                source.check()  # type: ignore[attr-defined]
+                source.check()
             except Exception as exc:  # noqa: BLE001 - reported as is
-                out.append({"app": app, "status": "down", "message": " ".join(str(exc).split())})
+                out.append({**entry, "status": "down", "message": " ".join(str(exc).split())})
             else:
-                out.append({"app": app, "status": "ok"})
+                out.append({**entry, "status": "ok"})
         return out
 
     def ready(self, request: Request) -> Response:
