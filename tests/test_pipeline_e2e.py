@@ -1,7 +1,8 @@
 """The whole pipeline with real parts only: `autopgo up` (a real Prefect server on SQLite, the
 API and the served deployments), the project's Go service under load, a scrape run by its
 deployment, uploads through the API, a merge run created by the upload event, a download that
-equals google/pprof's merge of what was scraped, `go build -pgo` on it, then a delete.
+equals google/pprof's merge of what was scraped, `go build -pgo` on it, then a delete. Beside it,
+a scrape run whose discovery source is refused fails with one line in its logs, no traceback.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from processes import free_port, healthy, wait_for
 pytestmark = pytest.mark.slow
 
 APP = "e2e"
+UNLISTED = "unlisted"  # an app whose Consul cannot be reached
 
 
 class RecordingProxy:
@@ -85,7 +87,7 @@ def processes_using(marker: str) -> list[int]:
 
 
 def test_scrape_merge_download_build_delete(service_binary: Path, tmp_path: Path) -> None:
-    api_port, prefect_port = free_port(), free_port()
+    api_port, prefect_port, refused_port = free_port(), free_port(), free_port()
     api = f"http://127.0.0.1:{api_port}"
     prefect = f"http://127.0.0.1:{prefect_port}/api"
     blobs = tmp_path / "blobs"
@@ -111,6 +113,11 @@ apps:
         static:
           - {{address: "{proxy_one.address}"}}
           - {{address: "{proxy_two.address}"}}
+  - name: {UNLISTED}
+    scrape:
+      every: 24h
+      targets:
+        consul: {{address: "127.0.0.1:{refused_port}"}}
 """
         )
         env = {**os.environ, "PREFECT_API_URL": prefect}
@@ -135,6 +142,13 @@ apps:
                 .is_success,
                 60,
             )
+            unlisted = wait_for(
+                "the other scrape deployment",
+                lambda: _json(httpx.get(f"{prefect}/deployments/name/scrape/scrape-{UNLISTED}", timeout=5)),
+                120,
+            )
+            failing_run = httpx.post(f"{prefect}/deployments/{unlisted['id']}/create_flow_run", json={}, timeout=10)
+            failing_run.raise_for_status()
 
             wait_for("two scraped profiles", lambda: len(proxy_one.profiles) + len(proxy_two.profiles) >= 2, 120)
             scraped_dir = tmp_path / "scraped"
@@ -157,6 +171,12 @@ apps:
                 return result.returncode == 0 and strip_batch_comments(read_profile(downloaded)) in expected
 
             wait_for("the merged profile of both uploads", merged_as_expected, 120, every=1)
+            assert_fails_with_one_line(
+                prefect,
+                failing_run.json()["id"],
+                f"cannot list the targets of {UNLISTED}: consul: http://127.0.0.1:{refused_port}/v1/catalog/services: "
+                "cannot connect: ",
+            )
             artifacts = wait_for(
                 "the merge run's artifact",
                 lambda: httpx.post(
@@ -186,6 +206,27 @@ apps:
                 raise
     assert status == 0
     assert wait_for("no process left behind", lambda: not processes_using(str(data)), 20) is True
+
+
+def assert_fails_with_one_line(prefect: str, run_id: str, starts: str) -> None:
+    """The flow run ends Failed, and its logs hold one ERROR line, starting with ``starts``, and
+    no traceback (Prefect logs a raised exception's traceback twice per run)."""
+
+    def finished() -> list[dict] | None:
+        state = httpx.get(f"{prefect}/flow_runs/{run_id}", timeout=10).json()["state"]
+        if state["type"] not in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            return None
+        logs = httpx.post(
+            f"{prefect}/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}}, timeout=10
+        ).json()
+        return [state, logs] if any(log["message"].startswith("Finished in state") for log in logs) else None
+
+    state, logs = wait_for("the failing scrape run and its logs", finished, 120)
+    errors = [log["message"] for log in logs if log["level"] >= 40]
+    assert state["type"] == "FAILED" and len(errors) == 1, logs
+    assert errors[0].startswith(starts) and "\n" not in errors[0], errors
+    assert state["message"] == errors[0]
+    assert not [log for log in logs if "Traceback" in log["message"]], logs
 
 
 def _json(response: httpx.Response):
