@@ -248,7 +248,8 @@ def test_too_large_profile_is_413_and_stores_nothing(
 ) -> None:
     data = TOO_LARGE_PROFILES[case]
     assert len(data) <= MAX_BODY
-    assert_error(client.post("/api/profile/svc", content=data), 413, f"larger than the limit of {MAX_DECOMPRESSED} bytes")
+    message = f"larger than the limit of {MAX_DECOMPRESSED} bytes"
+    assert_error(client.post("/api/profile/svc", content=data), 413, message)
     assert keys(store) == [] and sink.events == []
     assert client.get("/api/ready").status_code == 200
 
@@ -1144,7 +1145,8 @@ def test_worker_loop_answers_each_upload(monkeypatch: pytest.MonkeyPatch) -> Non
     ours.send_bytes(encode(heap_profile()))
     assert ours.recv_bytes().decode().startswith("400 profile cannot be used for Go's PGO: not a CPU profile")
     ours.send_bytes(TOO_LARGE_PROFILES["gzip bomb"])
-    assert ours.recv_bytes().decode() == f"413 decompressed profile is larger than the limit of {MAX_DECOMPRESSED} bytes"
+    too_large = f"413 decompressed profile is larger than the limit of {MAX_DECOMPRESSED} bytes"
+    assert ours.recv_bytes().decode() == too_large
 
     def broken(*args: object) -> None:
         raise KeyError("a bug")

@@ -349,7 +349,11 @@ def test_truncated_real_profiles_at_every_cut_are_called_truncated(
 def test_overrun_is_profile_too_large_error(cpu_profiles: list[Path]) -> None:
     data = cpu_profiles[0].read_bytes()
     raw = gzip.decompress(data)
-    cases = [(data, raw, "decompressed profile"), (raw, raw, "profile"), (data + data, raw + raw, "decompressed profile")]
+    cases = [
+        (data, raw, "decompressed profile"),
+        (raw, raw, "profile"),
+        (data + data, raw + raw, "decompressed profile"),  # two gzip members
+    ]
     for given, inflated, what in cases:
         limit = len(inflated) - 1
         message = f"{what} is larger than the limit of {limit} bytes"

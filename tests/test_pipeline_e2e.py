@@ -147,8 +147,12 @@ apps:
                 lambda: _json(httpx.get(f"{prefect}/deployments/name/scrape/scrape-{UNLISTED}", timeout=5)),
                 120,
             )
-            failing_run = httpx.post(f"{prefect}/deployments/{unlisted['id']}/create_flow_run", json={}, timeout=10)
-            failing_run.raise_for_status()
+            create_unlisted_run = f"{prefect}/deployments/{unlisted['id']}/create_flow_run"
+            failing_run = wait_for(
+                "the other scrape run to be created",
+                lambda: _json(httpx.post(create_unlisted_run, json={}, timeout=10)),
+                60,
+            )
 
             wait_for("two scraped profiles", lambda: len(proxy_one.profiles) + len(proxy_two.profiles) >= 2, 120)
             scraped_dir = tmp_path / "scraped"
@@ -173,7 +177,7 @@ apps:
             wait_for("the merged profile of both uploads", merged_as_expected, 120, every=1)
             assert_fails_with_one_line(
                 prefect,
-                failing_run.json()["id"],
+                failing_run["id"],
                 f"cannot list the targets of {UNLISTED}: consul: http://127.0.0.1:{refused_port}/v1/catalog/services: "
                 "cannot connect: ",
             )
@@ -212,14 +216,15 @@ def assert_fails_with_one_line(prefect: str, run_id: str, starts: str) -> None:
     """The flow run ends Failed, and its logs hold one ERROR line, starting with ``starts``, and
     no traceback (Prefect logs a raised exception's traceback twice per run)."""
 
-    def finished() -> list[dict] | None:
-        state = httpx.get(f"{prefect}/flow_runs/{run_id}", timeout=10).json()["state"]
-        if state["type"] not in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+    def finished() -> list | None:
+        run = _json(httpx.get(f"{prefect}/flow_runs/{run_id}", timeout=10))
+        if not run or run["state"]["type"] not in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
             return None
-        logs = httpx.post(
-            f"{prefect}/logs/filter", json={"logs": {"flow_run_id": {"any_": [run_id]}}}, timeout=10
-        ).json()
-        return [state, logs] if any(log["message"].startswith("Finished in state") for log in logs) else None
+        query = {"logs": {"flow_run_id": {"any_": [run_id]}}}
+        logs = _json(httpx.post(f"{prefect}/logs/filter", json=query, timeout=10))
+        if not logs or not any(log["message"].startswith("Finished in state") for log in logs):
+            return None  # the last line comes a moment after the state
+        return [run["state"], logs]
 
     state, logs = wait_for("the failing scrape run and its logs", finished, 120)
     errors = [log["message"] for log in logs if log["level"] >= 40]
@@ -230,4 +235,4 @@ def assert_fails_with_one_line(prefect: str, run_id: str, starts: str) -> None:
 
 
 def _json(response: httpx.Response):
-    return response.json() if response.status_code == 200 else None
+    return response.json() if response.is_success else None
