@@ -13,7 +13,8 @@ each:
 ``limits``       reading a request body within its size limit
 ``validation``   which uploads are accepted, and the form they are stored in
 ``workers``      running that validation in worker processes
-``conditional``  ETags, dates and ``If-None-Match`` for downloads
+``conditional``  dates, ``If-None-Match`` and ``If-Modified-Since`` for downloads
+``versions``     a value per app and merged profile version (its ETag, say), bounded
 ``trimcache``    PGO-trimmed downloads, kept per merged profile version
 ``sinks``        the log event sink and the choice between it and Prefect's
 ``handlers``     what each endpoint does, and the route table

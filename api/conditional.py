@@ -1,9 +1,9 @@
-"""Validators for downloads: ETags, dates, and ``If-None-Match``.
+"""Validators for downloads: ETags, dates, ``If-None-Match`` and ``If-Modified-Since``.
 
-A store's etag becomes an HTTP entity tag by quoting it (``"abc"``); the
-trimmed form of the same object gets its own tag (``"abc-pgo"``), since its
-bytes differ. ``If-None-Match`` is compared weakly, as RFC 9110 says for GET
-and HEAD.
+A profile's entity tag is a hash of the bytes served (``profiling.etags``), so
+the trimmed form has a tag of its own, and a client can compute the tag of a
+file it already has. ``If-None-Match`` is compared weakly, as RFC 9110 says
+for GET and HEAD; ``If-Modified-Since`` is evaluated only without it (§13.2.2).
 """
 
 from __future__ import annotations
@@ -11,30 +11,54 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from email.message import Message
-from email.utils import format_datetime
+from email.utils import format_datetime, parsedate_to_datetime
 
 _ENTITY_TAG = re.compile(r'\s*(\*|(?:W/)?"[^"]*")\s*(?:,|$)')
-_NOT_ETAGC = re.compile(r'[^\x21\x23-\x7e]')
 
 
-def http_etag(store_etag: str, variant: str | None = None) -> str:
-    opaque = store_etag.strip()
-    if opaque.startswith("W/"):
-        opaque = opaque[2:]
-    opaque = _NOT_ETAGC.sub("", opaque.strip('"'))
-    if variant:
-        opaque = f"{opaque}-{variant}"
-    return f'"{opaque}"'
+def not_modified(method: str, headers: Message, etag: str, last_modified: datetime) -> bool:
+    """Whether a GET or HEAD may be answered 304, by RFC 9110 §13.2.2 steps 3 and 4.
+
+    ``If-None-Match``, when present, decides alone: 304 if it names ``etag``
+    (or is ``*``). Otherwise a valid ``If-Modified-Since`` gives 304 if
+    ``last_modified``, to the second as ``Last-Modified`` sends it, is not later.
+    """
+    if method not in ("GET", "HEAD"):
+        return False
+    if_none_match = headers.get_all("If-None-Match")
+    if if_none_match:
+        return _names(if_none_match, etag)
+    since = _if_modified_since(headers)
+    return since is not None and last_modified.replace(microsecond=0) <= since
 
 
-def not_modified(headers: Message, etag: str) -> bool:
-    """True if the request's ``If-None-Match`` names ``etag`` (or is ``*``)."""
-    for value in headers.get_all("If-None-Match") or []:
+def is_conditional(headers: Message) -> bool:
+    """Whether a request carries a validator that ``not_modified`` reads."""
+    return "If-None-Match" in headers or "If-Modified-Since" in headers
+
+
+def _names(values: list[str], etag: str) -> bool:
+    for value in values:
         for match in _ENTITY_TAG.finditer(value):
             tag = match.group(1)
             if tag == "*" or tag.removeprefix("W/") == etag:
                 return True
     return False
+
+
+def _if_modified_since(headers: Message) -> datetime | None:
+    """The date of ``If-Modified-Since``; None when absent, repeated or not an HTTP-date (§13.1.3)."""
+    values = headers.get_all("If-Modified-Since") or []
+    if len(values) != 1:
+        return None
+    try:
+        when = parsedate_to_datetime(values[0])
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return when.replace(tzinfo=UTC)  # the obsolete asctime form, which names no zone
+    # HTTP-dates are in GMT; a date with a numeric zone is an email date, not one of them.
+    return when if values[0].rstrip().endswith(" GMT") else None
 
 
 def http_date(when: datetime) -> str:

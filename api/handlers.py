@@ -38,15 +38,17 @@ from profiling.codec import DEFAULT_MAX_DECOMPRESSED, decode, encode
 from profiling.errors import BlobNotFoundError, BlobStoreError, PreconditionFailedError, ProfileError
 from profiling.events import DELETED, UPLOADED, Event, EventError, EventSink
 from profiling.deletion import has_data, mark_deleted
+from profiling.etags import content_etag
 from profiling.trim import trim_for_pgo
 
-from .conditional import http_date, http_etag, not_modified, rfc3339
+from .conditional import http_date, is_conditional, not_modified, rfc3339
 from .errors import ApiError, bad_request, not_found, unavailable
 from .limits import Limits
 from .messages import OCTET_STREAM, Request, Response, json_response
 from .routing import Route, Router
 from .trimcache import TrimCache, Trimmed
 from .validation import stored_form
+from .versions import PerVersion
 from profiling.targets import TargetSource
 
 from .visibility import Visibility
@@ -55,6 +57,7 @@ from .workers import ProfileChecker
 log = logging.getLogger("autopgo.api")
 
 _STAGE_ATTEMPTS = 3
+_MAX_TAGGED_APPS = 1024
 TRIM_PGO = "pgo"
 
 
@@ -72,13 +75,14 @@ class ProfileApi:
     ) -> None:
         self.store = store
         self.sink = sink
-        self.target_sources = dict(target_sources or {})  # app -> source that can check()
+        self.target_sources = dict(target_sources or {})  # app -> its target source, for /api/health
         self.limits = limits or Limits()
         self.accept_any_profile = accept_any_profile
         self.checker = ProfileChecker(
             max_decompressed=self.limits.max_decompressed, require_pgo=not accept_any_profile, workers=workers
         )
         self.trim_cache = trim_cache or TrimCache()
+        self.content_tags: PerVersion[str] = PerVersion(_MAX_TAGGED_APPS)  # ETags of merged profiles
         self.visibility = Visibility(store, max(self.limits.max_decompressed, DEFAULT_MAX_DECOMPRESSED))
         self.stopping = threading.Event()  # set when the server drains; /api/ready then says 503
         self.router = Router(
@@ -130,7 +134,12 @@ class ProfileApi:
             )
 
     def download(self, request: Request) -> Response:
-        """The merged profile, streamed, or its PGO-trimmed form (``?trim=pgo``); 304 if unchanged."""
+        """The merged profile, streamed, or its PGO-trimmed form (``?trim=pgo``); 304 if unchanged.
+
+        The ETag is a hash of the bytes served (``profiling.etags``), remembered
+        per version of the merged profile: once known, HEAD and a 304 need only
+        the store's metadata, not the profile.
+        """
         app = _app(request)
         trim = request.query_value("trim")
         if trim is not None and trim != TRIM_PGO:
@@ -138,13 +147,23 @@ class ProfileApi:
         key = names.merged_key(app)
         if trim:
             return self._download_trimmed(request, app, key)
-        if request.method == "HEAD":
+        if request.method == "HEAD" or is_conditional(request.headers):
             info = self._stat_visible(app, key)
-            return _profile_response(request, info, http_etag(info.etag), size=info.size)
-        read: list[bytes] = []  # the body, if telling whether a deletion hides it took reading it
+            etag = self.content_tags.get(app, info.etag)
+            if etag is not None:
+                response = _profile_response(request, info, etag, size=info.size)
+                if request.method == "HEAD" or response.status == HTTPStatus.NOT_MODIFIED:
+                    return response
+        return self._send_merged(request, app, key)
+
+    def _send_merged(self, request: Request, app: str, key: str) -> Response:
+        """The merged profile as it is now: streamed if its tag is known, else read whole
+        first, since the tag (a hash of the bytes) goes out before them."""
+        read: list[bytes] = []  # the body, if it had to be read before answering
 
         def load() -> bytes:
-            read.append(stream.read())
+            if not read:
+                read.append(stream.read())
             return read[0]
 
         try:
@@ -154,12 +173,15 @@ class ProfileApi:
                 try:
                     if self.visibility.hidden(app, info, tombstone, load):
                         raise _no_merged(app)
+                    etag = self.content_tags.get(app, info.etag) or self.content_tags.put(
+                        app, info.etag, content_etag(load())
+                    )
                 except BaseException:
                     stream.close()
                     raise
         except BlobNotFoundError:
             raise _no_merged(app) from None
-        response = _profile_response(request, info, http_etag(info.etag), size=info.size)
+        response = _profile_response(request, info, etag, size=len(read[0]) if read else info.size)
         if response.status != HTTPStatus.OK or read:
             stream.close()
             response.body = read[0] if read and response.status == HTTPStatus.OK else b""
@@ -169,11 +191,10 @@ class ProfileApi:
 
     def _download_trimmed(self, request: Request, app: str, key: str) -> Response:
         info = self._stat_visible(app, key)
-        if not_modified(request.headers, http_etag(info.etag, TRIM_PGO)):
-            return _profile_response(request, info, http_etag(info.etag, TRIM_PGO), size=0)
         trimmed = self.trim_cache.get_or_compute(app, info.etag, lambda: self._trim(app, key))
-        etag = http_etag(trimmed.source_etag, TRIM_PGO)
-        response = _profile_response(request, info, etag, size=len(trimmed.data), last_modified=trimmed.last_modified)
+        response = _profile_response(
+            request, info, trimmed.etag, size=len(trimmed.data), last_modified=trimmed.last_modified
+        )
         if response.status == HTTPStatus.OK and request.method != "HEAD":
             response.body = trimmed.data
         return response
@@ -193,7 +214,7 @@ class ProfileApi:
             message = f"the merged profile of {app!r} cannot be trimmed for PGO: {exc}"
             raise ApiError(HTTPStatus.CONFLICT, message) from None
         log.info("trimmed %s (etag %s): %d -> %d bytes", key, info.etag, info.size, len(trimmed))
-        return Trimmed(info.etag, info.last_modified, trimmed)
+        return Trimmed(info.etag, info.last_modified, trimmed, content_etag(trimmed))
 
     def _stat_visible(self, app: str, key: str) -> BlobInfo:
         """What the merged profile is; 404 if there is none, or a deletion hides it."""
@@ -269,18 +290,20 @@ class ProfileApi:
         return json_response(HTTPStatus.OK, {"status": "ok", "dependencies": results, "targets": targets})
 
     def _target_health(self) -> list[dict[str, Any]]:
-        """Whether each app's target source (Kubernetes, Consul, Nomad) can list its targets.
+        """Whether each app's target source (of any kind: file, static, Kubernetes, Consul,
+        Nomad) can list its targets now.
 
         Reported, not counted as down: uploads and downloads work without them.
         """
         out = []
         for app, source in sorted(self.target_sources.items()):
+            entry = {"app": app, "source": source.kind}
             try:
-                source.check()  # type: ignore[attr-defined]
+                source.check()
             except Exception as exc:  # noqa: BLE001 - reported as is
-                out.append({"app": app, "status": "down", "message": " ".join(str(exc).split())})
+                out.append({**entry, "status": "down", "message": " ".join(str(exc).split())})
             else:
-                out.append({"app": app, "status": "ok"})
+                out.append({**entry, "status": "ok"})
         return out
 
     def ready(self, request: Request) -> Response:
@@ -325,7 +348,7 @@ def _profile_response(
         "Last-Modified": http_date(last_modified or info.last_modified),
         "Cache-Control": "no-cache",
     }
-    if not_modified(request.headers, etag):
+    if not_modified(request.method, request.headers, etag, last_modified or info.last_modified):
         return Response(HTTPStatus.NOT_MODIFIED, headers=headers)
     headers.update(
         {

@@ -304,20 +304,14 @@ def _copy(source: BinaryIO, target: BinaryIO | BufferedIOBase) -> int:
 
 
 def _target_sources(pipeline_config: str | None) -> dict[str, TargetSource]:
-    """The discovery sources (those with a check) of the apps in autopgo.yaml, if one is given."""
+    """The target source of every app that autopgo.yaml, if one is given, has scraped."""
     if not pipeline_config:
         return {}
     from profiling.config import load_config
     from profiling.discovery.sources import SourceCache
 
     cache = SourceCache()
-    sources: dict[str, TargetSource] = {}
-    for app in load_config(pipeline_config).apps:
-        if app.scrape is not None:
-            source = cache.source(app.name, app.scrape)
-            if hasattr(source, "check"):
-                sources[app.name] = source
-    return sources
+    return {app.name: cache.source(app.name, app.scrape) for app in load_config(pipeline_config).apps if app.scrape}
 
 
 def create_server(config: ServerConfig) -> ApiServer:

@@ -11,10 +11,11 @@ downloads of one version compute it once: the others wait for that result.
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+
+from .versions import PerVersion
 
 _STRIPES = 32
 
@@ -24,6 +25,7 @@ class Trimmed:
     source_etag: str  # the etag of the merged profile it was made from
     last_modified: datetime  # that of the merged profile
     data: bytes  # the trimmed profile, gzip-compressed
+    etag: str  # the HTTP entity tag of ``data`` (profiling.etags.content_etag)
 
 
 @dataclass(slots=True)
@@ -34,11 +36,8 @@ class CacheStats:
 
 class TrimCache:
     def __init__(self, max_apps: int = 256) -> None:
-        if max_apps < 1:
-            raise ValueError("max_apps must be at least 1")
-        self._max_apps = max_apps
         self._lock = threading.Lock()
-        self._entries: OrderedDict[str, Trimmed] = OrderedDict()
+        self._entries: PerVersion[Trimmed] = PerVersion(max_apps)
         # one lock per stripe of apps, so computing for one app does not block others
         self._compute_locks = [threading.Lock() for _ in range(_STRIPES)]
         self.stats = CacheStats()
@@ -59,17 +58,11 @@ class TrimCache:
             trimmed = compute()
             with self._lock:
                 self.stats.computed += 1
-                self._entries[app] = trimmed
-                self._entries.move_to_end(app)
-                while len(self._entries) > self._max_apps:
-                    self._entries.popitem(last=False)
-            return trimmed
+            return self._entries.put(app, trimmed.source_etag, trimmed)
 
     def _lookup(self, app: str, etag: str) -> Trimmed | None:
-        with self._lock:
-            entry = self._entries.get(app)
-            if entry is None or entry.source_etag != etag:
-                return None
-            self._entries.move_to_end(app)
-            self.stats.hits += 1
-            return entry
+        found = self._entries.get(app, etag)
+        if found is not None:
+            with self._lock:
+                self.stats.hits += 1
+        return found

@@ -9,25 +9,43 @@ and trimmed.
 from __future__ import annotations
 
 import zlib
+from dataclasses import dataclass
+from http import HTTPStatus
 
 from profiling.codec import GZIP_MAGIC
-from profiling.errors import PgoUnusableError, ProfileError
+from profiling.errors import PgoUnusableError, ProfileError, ProfileTooLargeError
 from profiling.validate import validate
+
+from .errors import ApiError
 
 _STORE_COMPRESSLEVEL = 1
 
 
-def profile_problem(data: bytes, max_decompressed: int, require_pgo: bool) -> str | None:
-    """Why ``data`` is not a profile this server accepts (one line), or None if it is.
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why an upload is refused: the HTTP status to answer with and a one-line message."""
+
+    status: HTTPStatus
+    message: str
+
+    def error(self) -> ApiError:
+        return ApiError(self.status, self.message)
+
+
+def profile_problem(data: bytes, max_decompressed: int, require_pgo: bool) -> Refusal | None:
+    """Why ``data`` is not a profile this server accepts, or None if it is: 413 when it is
+    larger than ``max_decompressed`` once decompressed, 400 for anything else.
 
     A plain function of plain values, so that it can run in a worker process.
     """
     try:
         validate(data, max_decompressed=max_decompressed, require_pgo=require_pgo)
+    except ProfileTooLargeError as exc:
+        return Refusal(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, str(exc))
     except PgoUnusableError as exc:
-        return f"profile cannot be used for Go's PGO: {exc}"
+        return Refusal(HTTPStatus.BAD_REQUEST, f"profile cannot be used for Go's PGO: {exc}")
     except ProfileError as exc:
-        return f"bad profile: {exc}"
+        return Refusal(HTTPStatus.BAD_REQUEST, f"bad profile: {exc}")
     return None
 
 

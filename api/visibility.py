@@ -11,22 +11,20 @@ listing of an empty prefix.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 
 from profiling.batches import latest_tombstone, since_of
 from profiling.blobs import BlobInfo, BlobStore
 from profiling.errors import ProfileError
 
+from .versions import PerVersion
+
 
 class Visibility:
     def __init__(self, store: BlobStore, max_decompressed: int, max_apps: int = 1024) -> None:
         self._store = store
         self._max_decompressed = max_decompressed
-        self._max_apps = max_apps
-        self._lock = threading.Lock()
-        self._since: OrderedDict[str, tuple[str, int]] = OrderedDict()  # app -> (etag, since)
+        self._since: PerVersion[int] = PerVersion(max_apps)
 
     def tombstone(self, app: str) -> int:
         """When ``app`` was last deleted (ns since the epoch), or 0."""
@@ -46,11 +44,9 @@ class Visibility:
         return self._since_of(app, info, load) < tombstone
 
     def _since_of(self, app: str, info: BlobInfo, load: Callable[[], bytes] | None) -> int:
-        with self._lock:
-            known = self._since.get(app)
-            if known is not None and known[0] == info.etag:
-                self._since.move_to_end(app)
-                return known[1]
+        known = self._since.get(app, info.etag)
+        if known is not None:
+            return known
         etag = info.etag
         if load is not None:
             data = load()
@@ -63,9 +59,4 @@ class Visibility:
             since = since_of(data, self._max_decompressed)
         except ProfileError:
             since = 0
-        with self._lock:
-            self._since[app] = (etag, since)
-            self._since.move_to_end(app)
-            while len(self._since) > self._max_apps:
-                self._since.popitem(last=False)
-        return since
+        return self._since.put(app, etag, since)

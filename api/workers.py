@@ -8,10 +8,10 @@ worker processes instead: the server process keeps to HTTP and store I/O,
 and validation uses the other cores.
 
 Each worker is one process at the end of its own pipe. A request thread takes
-an idle worker, writes the body, reads the one-line answer and gives the
-worker back; no executor threads or pickled calls sit in between, since at
-thousands of uploads a second those cost the server process about as much as
-the HTTP itself.
+an idle worker, writes the body, reads the one-line answer (nothing, or a
+refusal's HTTP status and message) and gives the worker back; no executor
+threads or pickled calls sit in between, since at thousands of uploads a
+second those cost the server process about as much as the HTTP itself.
 
 Workers start from a fork server (never by forking this threaded process),
 with the checking code preloaded, and ignore SIGINT: the server decides when
@@ -29,11 +29,12 @@ import queue
 import signal
 import sys
 import threading
+from http import HTTPStatus
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
-from .errors import bad_request, unavailable
-from .validation import profile_problem
+from .errors import unavailable
+from .validation import Refusal, profile_problem
 
 log = logging.getLogger("autopgo.api")
 _PR_SET_PDEATHSIG = 1
@@ -45,7 +46,8 @@ _WAIT_FOR_WORKER = 120.0
 
 
 class ProfileChecker:
-    """Runs ``validation.profile_problem`` on uploads; ``check`` raises ApiError 400 for a bad one."""
+    """Runs ``validation.profile_problem`` on uploads; ``check`` raises its refusal as an ApiError
+    (400 for a bad profile, 413 for one too large once decompressed)."""
 
     def __init__(self, *, max_decompressed: int, require_pgo: bool, workers: int = 0) -> None:
         if workers < 0:
@@ -66,11 +68,11 @@ class ProfileChecker:
                 self._idle.put(self._start_worker())
 
     def check(self, data: bytes) -> None:
-        problem = self._problem(data)
-        if problem is not None:
-            raise bad_request(problem)
+        refusal = self._refusal(data)
+        if refusal is not None:
+            raise refusal.error()
 
-    def _problem(self, data: bytes) -> str | None:
+    def _refusal(self, data: bytes) -> Refusal | None:
         if not self.workers:
             return profile_problem(data, self.max_decompressed, self.require_pgo)
         for _ in range(2):  # a worker found dead is replaced, and the upload tried once more
@@ -87,7 +89,7 @@ class ProfileChecker:
             self._idle.put(worker)
             if answer.startswith(_CRASHED):
                 raise RuntimeError(f"checking the profile failed: {answer[1:].decode()}")
-            return answer.decode() if answer else None
+            return _decode_answer(answer)
         raise unavailable("the profile could not be checked (a worker process died); try again")
 
     def _start_worker(self) -> _Worker:
@@ -149,18 +151,30 @@ def _worker_main(connection: Connection, max_decompressed: int, require_pgo: boo
 
 def serve(connection: Connection, max_decompressed: int, require_pgo: bool) -> None:
     """Answer each upload read from ``connection`` until it closes: ``b""`` for a good
-    one, the problem for a bad one, and an error for a check that failed unexpectedly."""
+    one, the refusal for a bad one, and an error for a check that failed unexpectedly."""
     while True:
         try:
             data = connection.recv_bytes()
         except EOFError:
             return
         try:
-            problem = profile_problem(data, max_decompressed, require_pgo)
-            answer = _ACCEPTED if problem is None else problem.encode()
+            answer = _encode_answer(profile_problem(data, max_decompressed, require_pgo))
         except Exception as exc:  # noqa: BLE001 - a bug, reported to the request rather than killing the worker
             answer = _CRASHED + f"{type(exc).__name__}: {exc}".encode()
         connection.send_bytes(answer)
+
+
+def _encode_answer(refusal: Refusal | None) -> bytes:
+    """A worker's answer on the pipe: empty for accepted, else ``b"<status> <message>"``."""
+    return _ACCEPTED if refusal is None else f"{refusal.status.value} {refusal.message}".encode()
+
+
+def _decode_answer(answer: bytes) -> Refusal | None:
+    """The refusal in a worker's answer (see ``_encode_answer``), or None for accepted."""
+    if answer == _ACCEPTED:
+        return None
+    status, _, message = answer.decode().partition(" ")
+    return Refusal(HTTPStatus(int(status)), message)
 
 
 def _ignore_interrupts() -> None:

@@ -61,8 +61,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         "download",
         parents=[common],
         help="fetch an app's merged profile, e.g. as default.pgo for go build",
-        description="Download an app's merged profile. The file is replaced only once the "
-        "download is complete, so a failure leaves it as it was.",
+        description="Download an app's merged profile. A file that already holds it is left "
+        "untouched (the server is asked with its hash, and answers 304); otherwise it is replaced "
+        "only once the download is complete, so a failure leaves it as it was.",
     )
     download.add_argument("app", metavar="APP", help="the app whose profile to fetch")
     download.add_argument(
@@ -123,7 +124,9 @@ def _upload(api: Client, app: str, path: str) -> str:
 def run_download(args: argparse.Namespace) -> int:
     if args.output != DASH:
         with _client(args) as api:
-            api.download_to(args.app, args.output, trim=args.trim)
+            saved = api.download_to(args.app, args.output, trim=args.trim)
+        if not saved.changed:
+            print(f"{args.output} is up to date", file=sys.stderr)
         return 0
     check_stdout()
     with _client(args) as api:

@@ -34,9 +34,9 @@ from profiling.schedule import Due, due_in, tick_for, tick_start
 from profiling.scrape import DEFAULT_FETCH_LIMIT, new_client, scrape_async
 
 from . import settings
-from .logs import drop_empty_tracebacks
+from .failures import fail, quiet_reported_failures
 
-drop_empty_tracebacks()
+quiet_reported_failures()
 # Sources live as long as the process; a file source also keeps its last good
 # list on disk (settings.state_dir()), so a broken edit is survived across runs.
 _sources = SourceCache(settings.state_dir())
@@ -127,7 +127,7 @@ async def _scrape(cfg: Config, dues: Sequence[Due], artifact_key: str) -> State:
     summary = f"{len(dues) - len(failed)} of {len(dues)} apps scraped"
     if failed:
         shown = ", ".join(failed[:10]) + (f" and {len(failed) - 10} more" if len(failed) > 10 else "")
-        return Failed(message=f"{summary}; no profile from {shown}")
+        return fail(f"{summary}; no profile from {shown}")
     return Completed(message=summary)
 
 

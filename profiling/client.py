@@ -40,9 +40,10 @@ from typing import Any, BinaryIO
 import httpx
 
 from .atomicfile import atomic_writer
+from .etags import file_etag
 from .names import MAX_APP_NAME, is_valid_app_name
 
-__all__ = ["DEFAULT_BASE_URL", "DEFAULT_TIMEOUT", "AsyncClient", "Client", "ClientError", "Download", "ProfileInfo"]
+__all__ = ["DEFAULT_BASE_URL", "DEFAULT_TIMEOUT", "AsyncClient", "Client", "ClientError", "Download", "ProfileInfo", "Saved"]
 
 DEFAULT_BASE_URL = "http://localhost:8080"
 DEFAULT_TIMEOUT = 30.0
@@ -77,6 +78,17 @@ class Download:
     etag: str | None
     last_modified: datetime | None
     not_modified: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Saved:
+    """What ``download_to`` did: ``changed`` is False when the file already held the
+    server's profile and was left as it was; ``size`` is the file's size in bytes."""
+
+    path: Path
+    size: int
+    changed: bool
+    etag: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,20 +171,28 @@ class Client:
             content = response.read()
         return Download(content, _etag(response), _last_modified(response))
 
-    def download_to(self, app: str, path: str | os.PathLike[str], *, trim: bool = False) -> int:
-        """Stream the merged profile of ``app`` into ``path``; return the number of bytes written.
+    def download_to(self, app: str, path: str | os.PathLike[str], *, trim: bool = False) -> Saved:
+        """Stream the merged profile of ``app`` into ``path``, unless ``path`` already holds it.
 
-        The bytes go to a temporary file next to ``path`` that replaces it only
-        once complete and synced, so a failed or interrupted download leaves
-        ``path`` as it was (or absent) and no temporary file behind. A
-        replaced file keeps its permissions; a new one gets the usual ones.
+        The ETag of a download is a hash of its bytes (``profiling.etags``), so
+        the tag of the file at ``path``, if there is one, goes out as
+        ``If-None-Match``; if the server answers 304 the file is left untouched
+        (not rewritten: its mtime stays) and ``Saved.changed`` is False.
+        Otherwise the bytes go to a temporary file next to ``path`` that
+        replaces it only once complete and synced, so a failed or interrupted
+        download leaves ``path`` as it was (or absent) and no temporary file
+        behind. A replaced file keeps its permissions; a new one gets the usual ones.
         """
         target = Path(path)
         if target.is_dir():
             raise ClientError(f"cannot write {target}: is a directory")
-        request = self._http.build_request("GET", _app_path(app), params=_trim(trim))
+        have = _file_etag(target)
+        headers = {"If-None-Match": have} if have else {}
+        request = self._http.build_request("GET", _app_path(app), params=_trim(trim), headers=headers)
         written = 0
-        with self._send(request) as response:
+        with self._send(request, ok=(304,)) as response:
+            if response.status_code == 304:
+                return Saved(target, _size(target), changed=False, etag=_etag(response))
             try:
                 with atomic_writer(target) as f:
                     for chunk in response.iter_bytes(CHUNK_SIZE):
@@ -180,7 +200,7 @@ class Client:
                         written += len(chunk)
             except OSError as exc:
                 raise ClientError(f"cannot write {target}: {_strerror(exc)}") from exc
-        return written
+        return Saved(target, written, changed=True, etag=_etag(response))
 
     def delete(self, app: str) -> None:
         """Ask the server to delete everything stored for ``app``; ClientError 404 if nothing is.
@@ -427,6 +447,22 @@ def _profile_info(request: httpx.Request, entry: object) -> ProfileInfo:
 
 def _unexpected(request: httpx.Request, why: str) -> ClientError:
     return ClientError(f"unexpected reply to {request.method} {_display_url(request.url)}: {why}")
+
+
+def _file_etag(path: Path) -> str | None:
+    """The entity tag of the regular file at ``path``; None if there is none, or it cannot be read
+    (then the download simply replaces it, or says why it cannot)."""
+    try:
+        return file_etag(path) if path.is_file() else None
+    except OSError:
+        return None
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError as exc:
+        raise ClientError(f"cannot read {path}: {_strerror(exc)}") from exc
 
 
 def _etag(response: httpx.Response) -> str | None:

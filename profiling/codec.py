@@ -19,7 +19,7 @@ from operator import attrgetter
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
-from .errors import ProfileError
+from .errors import ProfileError, ProfileTooLargeError
 from .model import Labels, Mapping, Profile, ValueType
 from .proto import columns_pb2 as cols
 from .proto import profile_pb2 as pb
@@ -29,7 +29,7 @@ DEFAULT_MAX_DECOMPRESSED = 512 << 20
 # Merged profiles are rewritten on every merge; level 1 deflates about three
 # times faster than the usual 6 for some 10% more bytes.
 DEFAULT_COMPRESSLEVEL = 1
-_INFLATE_STEP = 1 << 20
+_INFLATE_STEP = 256 << 10
 GZIP_MAGIC = b"\x1f\x8b"
 
 _function_fields = attrgetter("id", "name", "system_name", "filename", "start_line")
@@ -41,34 +41,60 @@ _sample_fields = attrgetter("location_id", "value", "label")
 def decompress(data: bytes, limit: int = DEFAULT_MAX_DECOMPRESSED) -> bytes | bytearray:
     """Return ``data`` gunzipped (all members) if it is gzip, else as is.
 
-    Stops with a ProfileError as soon as the output would exceed ``limit``
-    bytes, so a gzip bomb costs at most ``limit`` bytes of memory (none when
-    its gzip trailer already states a larger size).
+    Raises ProfileTooLargeError as soon as inflating has produced more than
+    ``limit`` bytes, so a gzip bomb costs at most about ``limit`` bytes of
+    memory, and ProfileError for gzip data that is cut short or corrupt.
     """
     if not data.startswith(GZIP_MAGIC):
         if len(data) > limit:
-            raise ProfileError(f"profile is larger than the limit of {limit} bytes")
+            raise ProfileTooLargeError(f"profile is larger than the limit of {limit} bytes")
         return data
-    too_large = f"decompressed profile is larger than the limit of {limit} bytes"
+    # The trailer's size field is only true of a whole stream: a truncated file
+    # ends in whatever four bytes were cut there. When it claims more than the
+    # limit, the input can only be refused (zlib checks the field of a whole
+    # stream), so it is first inflated without keeping the output, to learn at
+    # no cost in memory whether it is too large, truncated or corrupt.
     if len(data) >= 18 and int.from_bytes(data[-4:], "little") > limit:
-        raise ProfileError(too_large)  # the last member's own size (mod 4 GiB) is already too large
+        _inflate(data, limit, keep=False)
+    return _inflate(data, limit, keep=True)
+
+
+def _inflate(data: bytes, limit: int, *, keep: bool) -> bytearray:
+    """Inflate every gzip member of ``data``, up to ``limit`` bytes; without ``keep``,
+    only count the output (and return nothing).
+
+    Input is fed and output taken in steps of ``_INFLATE_STEP``, so that besides
+    the output itself this holds a few steps of memory, and the part of the input
+    zlib has not taken yet (which it copies on every call) stays small.
+    """
     out = bytearray()
-    rest = data
+    size = 0
+    fed = 0  # bytes of data handed to zlib so far
+    inflater = zlib.decompressobj(wbits=31)
+    pending = b""  # input handed over but not yet taken, because the output step was full
     try:
-        while rest:
-            inflater = zlib.decompressobj(wbits=31)
-            chunk = rest
-            while chunk and not inflater.eof:
-                out += inflater.decompress(chunk, _INFLATE_STEP)
-                if len(out) > limit:
-                    raise ProfileError(too_large)
-                chunk = inflater.unconsumed_tail
-            if not inflater.eof:
-                raise ProfileError("decompressing profile: truncated gzip data")
-            rest = inflater.unused_data
+        while True:
+            if not pending:
+                pending = data[fed : fed + _INFLATE_STEP]
+                fed += len(pending)
+            piece = inflater.decompress(pending, _INFLATE_STEP)
+            progressed = bool(piece) or len(inflater.unconsumed_tail) < len(pending)
+            pending = inflater.unconsumed_tail
+            size += len(piece)
+            if size > limit:
+                raise ProfileTooLargeError(f"decompressed profile is larger than the limit of {limit} bytes")
+            if keep:
+                out += piece
+            if inflater.eof:
+                fed -= len(inflater.unused_data)  # the next member starts there
+                if fed == len(data):
+                    return out
+                inflater = zlib.decompressobj(wbits=31)
+                pending = b""
+            elif not progressed:
+                raise ProfileError("decompressing profile: unexpected end of gzip data (truncated)")
     except zlib.error as exc:
         raise ProfileError(f"decompressing profile: {exc}") from None
-    return out
 
 
 def decode(data: bytes, *, max_decompressed: int = DEFAULT_MAX_DECOMPRESSED) -> Profile:

@@ -8,9 +8,22 @@ class ProfileError(ValueError):
     """
 
 
+class ProfileTooLargeError(ProfileError):
+    """A profile that is larger than the allowed size once decompressed (or, raw, as it is).
+
+    Its own type because it is the caller's limit that refuses it, not a flaw in
+    the data: the API answers it with 413, as it does a request body over the limit.
+    """
+
+
 class PgoUnusableError(ProfileError):
     """A valid profile that Go's PGO cannot use: no CPU sample type, a negative
     weight, or no ``Function.start_line`` where the compiler looks."""
+
+
+def located(exc: ProfileError, where: str) -> ProfileError:
+    """``exc`` with ``where`` (a file name, say) before its message, of the same type."""
+    return type(exc)(f"{where}: {exc}")
 
 
 class ConfigError(ValueError):

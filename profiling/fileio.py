@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from .codec import DEFAULT_MAX_DECOMPRESSED, decode_tables
-from .errors import ProfileError
+from .errors import ProfileError, located
 from .model import Profile
 from .tables import ProfileTables, to_profile
 
@@ -28,6 +28,6 @@ def read_tables(path: str | Path, *, max_decompressed: int = DEFAULT_MAX_DECOMPR
     try:
         return decode_tables(read_bytes(path), max_decompressed=max_decompressed)
     except ProfileError as exc:
-        raise ProfileError(f"{path}: {exc}") from None
+        raise located(exc, str(path)) from None
     except OSError as exc:
         raise ProfileError(f"{path}: cannot read: {exc.strerror or exc}") from None

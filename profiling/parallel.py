@@ -81,7 +81,7 @@ class _Worker:
         except (EOFError, pickle.UnpicklingError):
             raise RuntimeError(f"merge worker {self.pid} exited without a result") from None
         if kind == "error":
-            raise ProfileError(value)
+            raise value  # the worker's ProfileError, of its own type
         if kind == "crash":
             raise RuntimeError(f"merge worker {self.pid} failed: {value}")
         return value
@@ -102,7 +102,7 @@ def _decode_all(paths: Sequence[str | Path], max_decompressed: int, out: BinaryI
             try:
                 message: tuple = ("ok", read_tables(path, max_decompressed=max_decompressed))
             except ProfileError as exc:
-                message = ("error", str(exc))
+                message = ("error", exc)
             pickle.dump(message, out, protocol=pickle.HIGHEST_PROTOCOL)
             if message[0] == "error":
                 return

@@ -1,9 +1,10 @@
 """Scrape targets: where an app's instances serve ``/debug/pprof/profile``.
 
-A ``TargetSource`` lists the current targets. The file source re-reads its
-file when it changes; a broken edit keeps the last good list and logs one
-error, so a typo never stops the scrape schedule. (Kubernetes, Consul and
-Nomad sources implement the same protocol.)
+A ``TargetSource`` lists the current targets, and says for health reports
+whether it can now. The file source re-reads its file when it changes; a
+broken edit keeps the last good list and logs one error, so a typo never
+stops the scrape schedule. (Kubernetes, Consul and Nomad sources implement
+the same protocol.)
 """
 
 from __future__ import annotations
@@ -36,8 +37,14 @@ class Target:
 
 
 class TargetSource(Protocol):
+    kind: str  # how autopgo.yaml names the source: file, static, kubernetes, consul or nomad
+
     def targets(self) -> list[Target]:
         """The targets now; raises an error saying why when they cannot be listed."""
+        ...
+
+    def check(self) -> None:
+        """Raise an error with a one-line message if the targets cannot be listed now."""
         ...
 
 
@@ -75,11 +82,16 @@ def read_target_list(setting: Setting) -> list[Target]:
 
 
 class StaticTargets:
+    kind = "static"
+
     def __init__(self, targets: Sequence[Target]) -> None:
         self._targets = list(targets)
 
     def targets(self) -> list[Target]:
         return list(self._targets)
+
+    def check(self) -> None:
+        """Always fine: the list was checked with the configuration."""
 
 
 class FileTargets:
@@ -90,6 +102,8 @@ class FileTargets:
     still has it.
     """
 
+    kind = "file"
+
     def __init__(self, path: str | Path, saved: Path | None = None) -> None:
         self.path = Path(path)
         self.saved = saved
@@ -98,19 +112,28 @@ class FileTargets:
 
     def targets(self) -> list[Target]:
         try:
-            st = os.stat(self.path)
-            stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
-        except OSError as exc:
-            return self._keep([f"cannot read {self.path}: {exc.strerror or exc}"])
-        if stamp == self._stamp and self._good is not None:
-            return list(self._good)
-        try:
-            data = load_yaml(self.path)
-            problems = Problems(self.path)
-            targets = read_target_list(Setting.root([] if data is None else data, problems, name=""))
-            problems.check()
+            return self._read()
         except ConfigError as exc:
             return self._keep(exc.problems)
+
+    def check(self) -> None:
+        """ConfigError saying why if the file, as it is now, cannot be read or parsed
+        (even while the scrapes go on with the last good list)."""
+        self._read()
+
+    def _read(self) -> list[Target]:
+        """The file's targets now (parsed again only if it changed); ConfigError saying why not."""
+        try:
+            st = os.stat(self.path)
+        except OSError as exc:
+            raise ConfigError(f"cannot read {self.path}: {exc.strerror or exc}") from None
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if stamp == self._stamp and self._good is not None:
+            return list(self._good)
+        data = load_yaml(self.path)
+        problems = Problems(self.path)
+        targets = read_target_list(Setting.root([] if data is None else data, problems, name=""))
+        problems.check()
         if targets != self._good:
             self._save(targets)
         self._stamp, self._good = stamp, targets

@@ -35,5 +35,15 @@ def cpu_profiles(service_binary: Path, go_work: Path) -> list[Path]:
 
 
 @pytest.fixture(scope="session")
+def long_cpu_profile(service_binary: Path, go_work: Path) -> Path:
+    """A real CPU profile of four seconds, some 30 KB: long enough to cut at 23000 bytes."""
+    path = go_work / "cpu-long.pb.gz"
+    with harness.Service(service_binary).start() as service:
+        path.write_bytes(service.profile(seconds=4))
+    assert path.stat().st_size > 23_000, path.stat().st_size
+    return path
+
+
+@pytest.fixture(scope="session")
 def pprofref(go_work: Path) -> Path:
     return harness.build_pprofref(go_work)

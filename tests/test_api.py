@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import logging
 import os
@@ -14,6 +15,8 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing import Pipe
 from pathlib import Path
@@ -43,6 +46,7 @@ from profiling import names
 from profiling.blobs import BlobStore
 from profiling.codec import decode, encode, encode_raw
 from profiling.errors import BlobStoreError, ProfileError
+from profiling.etags import content_etag
 from profiling.events import DELETED, UPLOADED, Event, EventError
 from profiling.model import Profile, Sample, ValueType
 from profiling.proto import profile_pb2 as pb
@@ -62,12 +66,6 @@ RFC3339_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
 CPU = encode(cpu_profile())
 
 
-def truncated(data: bytes) -> bytes:
-    """``data`` cut in the middle, where its last four bytes do not look like a huge gzip size."""
-    cut = next(n for n in range(len(data) // 2, 0, -1) if int.from_bytes(data[n - 4 : n], "little") < 1 << 20)
-    return data[:cut]
-
-
 def gzip_bomb(size: int) -> bytes:
     """``size`` zero bytes, gzipped (about 1000:1)."""
     return gzip.compress(bytes(size), compresslevel=9)
@@ -83,14 +81,18 @@ def gzip_bomb_lying_trailer(size: int) -> bytes:
 BAD_PROFILES = {
     "garbage": (b"this is not a profile at all", "not a pprof profile"),
     "empty": (b"", "empty profile"),
-    "truncated gzip": (truncated(CPU), "truncated gzip"),
+    "truncated gzip": (CPU[: len(CPU) // 2], "unexpected end of gzip data (truncated)"),
     "corrupt gzip": (CPU[:10] + bytes(len(CPU) - 10), "decompressing profile"),
-    "gzip bomb": (gzip_bomb(64 << 20), "larger than the limit"),
-    "gzip bomb, lying trailer": (gzip_bomb_lying_trailer(64 << 20), "larger than the limit"),
     "bad string table": (pb.Profile(string_table=["x"]).SerializeToString(), "string_table[0] must be ''"),
     "heap profile": (encode(heap_profile()), "not a CPU profile"),
     "no start_line": (encode(cpu_profile(start_line=0)), "start_line"),
 }
+# Refused with 413, as a body over --max-body is.
+TOO_LARGE_PROFILES = {
+    "gzip bomb": gzip_bomb(64 << 20),
+    "gzip bomb, lying trailer": gzip_bomb_lying_trailer(64 << 20),
+}
+TRUNCATED = "bad profile: decompressing profile: unexpected end of gzip data (truncated)"
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -206,6 +208,60 @@ def test_bad_profile_is_400_and_stores_nothing(
     assert sink.events == []
     assert_still_serving(server)
     assert client.get("/api/ready").status_code == 200  # the same keep-alive connection goes on too
+
+
+@pytest.mark.parametrize("workers", [0, 1], ids=["in-thread", "worker"])
+def test_truncated_real_profile_is_400_truncated(
+    store: BlobStore, sink: RecordingSink, long_cpu_profile: Path, workers: int
+) -> None:
+    data = long_cpu_profile.read_bytes()
+    cuts = [3, 18, 100, 10000, 20000, 23000, -1, -4, -8, -9, *range(200, len(data), 1999)]
+    with thread_server(store, sink, workers=workers) as running, httpx.Client(base_url=running.url) as c:
+        for cut in cuts:
+            message = assert_error(c.post("/api/profile/svc", content=data[:cut]), 400)
+            assert message == TRUNCATED, f"cut at {cut}: {message}"
+    assert keys(store) == [] and sink.events == []
+
+
+@pytest.mark.parametrize("workers", [0, 1], ids=["in-thread", "worker"])
+def test_profile_over_max_decompressed_is_413(
+    store: BlobStore, sink: RecordingSink, cpu_profiles: list[Path], long_cpu_profile: Path, workers: int
+) -> None:
+    data = long_cpu_profile.read_bytes()
+    limit = len(gzip.decompress(data)) - 1
+    with thread_server(store, sink, limits=Limits(MAX_BODY, limit), workers=workers) as running:
+        with httpx.Client(base_url=running.url) as c:
+            message = assert_error(c.post("/api/profile/svc", content=data), 413)
+            assert message == f"decompressed profile is larger than the limit of {limit} bytes"
+            message = assert_error(c.post("/api/profile/svc", content=gzip.decompress(data)), 413)
+            assert message == f"profile is larger than the limit of {limit} bytes"  # raw, under --max-body
+            for body in TOO_LARGE_PROFILES.values():
+                assert_error(c.post("/api/profile/svc", content=body), 413, "larger than the limit")
+            assert c.post("/api/profile/svc", content=cpu_profiles[0].read_bytes()).status_code == 201
+            assert c.get("/api/ready").status_code == 200  # the same keep-alive connection goes on
+    assert len(keys(store)) == 1
+
+
+@pytest.mark.parametrize("case", list(TOO_LARGE_PROFILES))
+def test_too_large_profile_is_413_and_stores_nothing(
+    case: str, client: httpx.Client, server: ThreadServer, store: BlobStore, sink: RecordingSink
+) -> None:
+    data = TOO_LARGE_PROFILES[case]
+    assert len(data) <= MAX_BODY
+    message = f"larger than the limit of {MAX_DECOMPRESSED} bytes"
+    assert_error(client.post("/api/profile/svc", content=data), 413, message)
+    assert keys(store) == [] and sink.events == []
+    assert client.get("/api/ready").status_code == 200
+
+
+def test_server_command_max_decompressed_is_413(tmp_path: Path, long_cpu_profile: Path) -> None:
+    data = long_cpu_profile.read_bytes()
+    limit = len(gzip.decompress(data)) - 1
+    args = ["--blob-store", f"file://{tmp_path}/blobs", "--events", "log", "--workers", "1"]
+    with ServerProcess([*args, "--max-decompressed", str(limit)]) as proc:
+        response = httpx.post(f"{proc.url}/api/profile/svc", content=data, timeout=30)
+        assert_error(response, 413, f"decompressed profile is larger than the limit of {limit} bytes")
+        assert_error(httpx.post(f"{proc.url}/api/profile/svc", content=data[:20000], timeout=30), 400, TRUNCATED)
 
 
 @pytest.mark.parametrize("case", ["heap profile", "no start_line"])
@@ -398,6 +454,113 @@ def test_download_with_etag_and_304(client: httpx.Client, store: BlobStore, cpu_
     fresh = client.get("/api/profile/svc", headers={"If-None-Match": etag})
     assert fresh.status_code == 200 and fresh.content == cpu_profiles[1].read_bytes()
     assert fresh.headers["etag"] != etag
+
+
+class CountingStore:
+    """A real store that counts the reads of whole objects (``open``), to show what needs none."""
+
+    def __init__(self, store: BlobStore) -> None:
+        self._store = store
+        self.opened: list[str] = []
+
+    def open(self, key: str) -> tuple[Any, Any]:
+        self.opened.append(key)
+        return self._store.open(key)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+def test_etag_is_the_hash_of_the_bytes_served(
+    client: httpx.Client, store: BlobStore, cpu_profiles: list[Path]
+) -> None:
+    data = cpu_profiles[0].read_bytes()
+    put_merged(store, "svc", data)
+    tag = f'"{hashlib.sha256(data).hexdigest()[:32]}"'
+    assert client.get("/api/profile/svc").headers["etag"] == tag
+    assert client.head("/api/profile/svc").headers["etag"] == tag
+    trimmed = client.get("/api/profile/svc?trim=pgo")
+    assert trimmed.headers["etag"] == f'"{hashlib.sha256(trimmed.content).hexdigest()[:32]}"' != tag
+    assert client.head("/api/profile/svc?trim=pgo").headers["etag"] == trimmed.headers["etag"]
+    # Another server, or this one restarted, tags the same bytes alike: a client's copy stays current.
+    assert client.get("/api/profile/svc", headers={"If-None-Match": tag}).status_code == 304
+
+
+def test_304_for_the_content_hash_needs_no_read_once_known(
+    store: BlobStore, sink: RecordingSink, cpu_profiles: list[Path]
+) -> None:
+    counting = CountingStore(store)
+    data = cpu_profiles[0].read_bytes()
+    put_merged(store, "svc", data)
+    have = content_etag(data)  # what a client computes from the file it has
+    with thread_server(counting, sink) as running, httpx.Client(base_url=running.url) as c:  # type: ignore[arg-type]
+        first = c.get("/api/profile/svc", headers={"If-None-Match": have})
+        assert first.status_code == 304 and first.content == b"" and first.headers["etag"] == have
+        assert len(counting.opened) == 1  # read once, to learn the tag of this version
+        for _ in range(3):
+            assert c.get("/api/profile/svc", headers={"If-None-Match": have}).status_code == 304
+        head = c.head("/api/profile/svc")
+        assert head.status_code == 200 and head.headers["etag"] == have
+        assert head.headers["content-length"] == str(len(data))
+        assert len(counting.opened) == 1
+        full = c.get("/api/profile/svc")
+        assert full.content == data and full.headers["etag"] == have
+
+        newer = cpu_profiles[1].read_bytes()
+        put_merged(store, "svc", newer)  # a new merge: 200 with the new bytes and their tag
+        fresh = c.get("/api/profile/svc", headers={"If-None-Match": have})
+        assert fresh.status_code == 200 and fresh.content == newer
+        assert fresh.headers["etag"] == content_etag(newer)
+        assert c.get("/api/profile/svc", headers={"If-None-Match": content_etag(newer)}).status_code == 304
+
+
+def test_trimmed_download_304_on_the_hash_of_the_trimmed_bytes(
+    client: httpx.Client, store: BlobStore, cpu_profiles: list[Path]
+) -> None:
+    put_merged(store, "svc", cpu_profiles[0].read_bytes())
+    trimmed = client.get("/api/profile/svc?trim=pgo").content
+    have = content_etag(trimmed)
+    assert client.get("/api/profile/svc?trim=pgo", headers={"If-None-Match": have}).status_code == 304
+    assert client.get("/api/profile/svc", headers={"If-None-Match": have}).status_code == 200  # not the full form
+    put_merged(store, "svc", cpu_profiles[1].read_bytes())
+    fresh = client.get("/api/profile/svc?trim=pgo", headers={"If-None-Match": have})
+    assert fresh.status_code == 200 and fresh.headers["etag"] == content_etag(fresh.content) != have
+
+
+def shifted(http_date: str, seconds: int) -> str:
+    from email.utils import format_datetime, parsedate_to_datetime
+
+    return format_datetime(parsedate_to_datetime(http_date) + timedelta(seconds=seconds), usegmt=True)
+
+
+@pytest.mark.parametrize("trim", ["", "?trim=pgo"], ids=["full", "trimmed"])
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_if_modified_since(client: httpx.Client, store: BlobStore, trim: str, method: str) -> None:
+    """RFC 9110 §13.1.3 and §13.2.2: 304 when Last-Modified is not later than the date; ignored
+    when the date is not an HTTP-date, or when If-None-Match is present."""
+    put_merged(store, "svc", cpu_profile())
+    url = f"/api/profile/svc{trim}"
+    plain = client.request(method, url)
+    last_modified, etag = plain.headers["last-modified"], plain.headers["etag"]
+    asctime = time.strftime("%a %b %d %H:%M:%S %Y", time.gmtime(httpx_date(last_modified) + 1))
+    cases = {
+        "the same date": ({"If-Modified-Since": last_modified}, 304),
+        "a later date": ({"If-Modified-Since": shifted(last_modified, 1)}, 304),
+        "a later date, asctime form": ({"If-Modified-Since": asctime}, 304),
+        "an earlier date": ({"If-Modified-Since": shifted(last_modified, -1)}, 200),
+        "not a date": ({"If-Modified-Since": "yesterday"}, 200),
+        "a numeric zone": ({"If-Modified-Since": shifted(last_modified, 1).replace("GMT", "+0000")}, 200),
+        "a stale If-None-Match": ({"If-Modified-Since": shifted(last_modified, 1), "If-None-Match": '"old"'}, 200),
+        "a current If-None-Match": ({"If-Modified-Since": shifted(last_modified, -1), "If-None-Match": etag}, 304),
+    }
+    for case, (headers, status) in cases.items():
+        response = client.request(method, url, headers=headers)
+        assert response.status_code == status, case
+        assert response.headers["etag"] == etag and response.headers["last-modified"] == last_modified, case
+        if status == 304 or method == "HEAD":
+            assert response.content == b"", case
+        else:
+            assert response.content == client.get(url).content, case
 
 
 def httpx_date(value: str) -> float:
@@ -884,7 +1047,7 @@ def test_server_command_relative_store_and_sizes_with_units(tmp_path: Path) -> N
         assert uploaded.status_code == 201, uploaded.text
         assert_error(httpx.post(f"{proc.url}/api/profile/svc", content=CPU + bytes(2049 - len(CPU))), 413)
         bomb = gzip.compress(raw + bytes(1537 - len(raw)))
-        assert_error(httpx.post(f"{proc.url}/api/profile/svc", content=bomb), 400, "larger than the limit")
+        assert_error(httpx.post(f"{proc.url}/api/profile/svc", content=bomb), 413, "larger than the limit")
     stored = open_store(str(tmp_path / "blobs"))
     assert keys(stored) == [uploaded.json()["key"]]
     stored.close()
@@ -977,9 +1140,10 @@ def test_validation_in_worker_processes(store: BlobStore, sink: RecordingSink, c
         assert len(checker.worker_pids()) == 2
         for path in cpu_profiles:
             assert c.post("/api/profile/svc", content=path.read_bytes()).status_code == 201
-        for case in ("garbage", "gzip bomb", "heap profile", "no start_line"):
+        for case in ("garbage", "truncated gzip", "heap profile", "no start_line"):
             data, expected = BAD_PROFILES[case]
             assert_error(c.post("/api/profile/svc", content=data), 400, expected)
+        assert_error(c.post("/api/profile/svc", content=TOO_LARGE_PROFILES["gzip bomb"]), 413, "larger than the limit")
         assert len(keys(store)) == len(cpu_profiles)
 
         os.kill(checker.worker_pids()[0], signal.SIGKILL)  # a worker dies (say, out of memory)
@@ -1012,9 +1176,12 @@ def test_worker_loop_answers_each_upload(monkeypatch: pytest.MonkeyPatch) -> Non
     ours.send_bytes(CPU)
     assert ours.recv_bytes() == b""
     ours.send_bytes(b"garbage")
-    assert ours.recv_bytes().decode().startswith("bad profile: not a pprof profile")
+    assert ours.recv_bytes().decode().startswith("400 bad profile: not a pprof profile")
     ours.send_bytes(encode(heap_profile()))
-    assert ours.recv_bytes().decode().startswith("profile cannot be used for Go's PGO: not a CPU profile")
+    assert ours.recv_bytes().decode().startswith("400 profile cannot be used for Go's PGO: not a CPU profile")
+    ours.send_bytes(TOO_LARGE_PROFILES["gzip bomb"])
+    too_large = f"413 decompressed profile is larger than the limit of {MAX_DECOMPRESSED} bytes"
+    assert ours.recv_bytes().decode() == too_large
 
     def broken(*args: object) -> None:
         raise KeyError("a bug")

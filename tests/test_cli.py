@@ -197,6 +197,47 @@ def test_garbage_input_fails_and_writes_nothing(tmp_path: Path, capsys: pytest.C
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
 
 
+TRUNCATED = "decompressing profile: unexpected end of gzip data (truncated)"
+
+
+def merge_inputs(cpu_profiles: list[Path], odd_one: Path) -> list[Path]:
+    """Eight inputs with ``odd_one`` second: with -j 2 a decoding worker meets it."""
+    return [cpu_profiles[0], odd_one, *cpu_profiles[1:], *cpu_profiles[:2]]
+
+
+@pytest.mark.parametrize("cut", [100, 10000, 20000, 23000, -1, -9])
+def test_truncated_profile_is_called_truncated(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], cpu_profiles: list[Path], long_cpu_profile: Path, cut: int
+) -> None:
+    cut_file = tmp_path / "t.pb.gz"
+    cut_file.write_bytes(long_cpu_profile.read_bytes()[:cut])
+    code, out, err = run(capsys, "inspect", cut_file)
+    assert_one_line_error(code, err, "inspect", f"{cut_file}: {TRUNCATED}")
+    assert out == ""
+    for jobs in (1, 2):
+        output = tmp_path / "out.pb.gz"
+        code, out, err = run(capsys, "merge", "-o", output, "-j", jobs, *merge_inputs(cpu_profiles, cut_file))
+        assert_one_line_error(code, err, "merge", f"{cut_file}: {TRUNCATED}")
+        assert "larger than the limit" not in err and not output.exists()
+
+
+def test_profile_over_max_decompressed_is_larger_than_the_limit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], cpu_profiles: list[Path], long_cpu_profile: Path
+) -> None:
+    limit = max(len(gzip.decompress(p.read_bytes())) for p in cpu_profiles)
+    assert len(gzip.decompress(long_cpu_profile.read_bytes())) > limit
+    too_large = f"{long_cpu_profile}: decompressed profile is larger than the limit of {limit} bytes"
+    code, _, err = run(capsys, "inspect", "--max-decompressed", limit, long_cpu_profile)
+    assert_one_line_error(code, err, "inspect", too_large)
+    for jobs in (1, 2):
+        output = tmp_path / "out.pb.gz"
+        inputs = merge_inputs(cpu_profiles, long_cpu_profile)
+        code, _, err = run(capsys, "merge", "-o", output, "-j", jobs, "--max-decompressed", limit, *inputs)
+        assert_one_line_error(code, err, "merge", too_large)
+        assert not output.exists()
+    assert run(capsys, "merge", "-o", tmp_path / "out.pb.gz", "--max-decompressed", limit, *cpu_profiles)[0] == 0
+
+
 def test_failure_leaves_an_existing_output_alone(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     garbage = tmp_path / "garbage.pb.gz"
     garbage.write_bytes(b"\x1f\x8bnot really gzip")

@@ -7,9 +7,9 @@ to fail a route in a given way (``Fault``).
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
+import logging
 import os
 import re
 import socket
@@ -30,7 +30,8 @@ import pytest
 
 import profiling.client as client_module
 from cli.main import build_parser, main
-from profiling.client import CHUNK_SIZE, Client, ClientError, Download, ProfileInfo
+from profiling.client import CHUNK_SIZE, Client, ClientError, Download, ProfileInfo, Saved
+from profiling.etags import content_etag
 from profiling.names import is_valid_app_name, new_staging_key
 
 AUTOPGO = Path(sys.executable).with_name("autopgo")
@@ -149,7 +150,7 @@ class _FakeHandler(BaseHTTPRequestHandler):
         data, when = stored
         if query.get("trim") == ["pgo"]:
             data = b"trimmed:" + data
-        etag = '"%s"' % hashlib.sha256(data).hexdigest()[:16]
+        etag = content_etag(data)  # as the API tags a download: by its bytes
         headers = {"ETag": etag, "Last-Modified": format_datetime(when, usegmt=True)}
         if self.headers.get("If-None-Match") == etag:
             return self._send(304, b"", headers, with_length=False)
@@ -381,7 +382,7 @@ def test_download_to_writes_and_replaces_the_file(fake: FakeAPI, tmp_path: Path)
     store(fake, "checkout", big)
     target = tmp_path / "default.pgo"
     with Client(fake.url) as api:
-        assert api.download_to("checkout", target) == len(big)
+        assert api.download_to("checkout", target) == Saved(target, len(big), True, content_etag(big))
         assert target.read_bytes() == big
         target.chmod(0o640)
         store(fake, "checkout", PROFILE)
@@ -390,6 +391,29 @@ def test_download_to_writes_and_replaces_the_file(fake: FakeAPI, tmp_path: Path)
     assert stat.S_IMODE(target.stat().st_mode) == 0o640  # a replaced file keeps its permissions
     assert [p.name for p in tmp_path.iterdir()] == ["default.pgo"]
     assert fake.requests[-1].target == "/api/profile/checkout?trim=pgo"
+
+
+def test_download_to_leaves_a_current_file_untouched(fake: FakeAPI, tmp_path: Path) -> None:
+    store(fake, "checkout")
+    target = tmp_path / "default.pgo"
+    target.write_bytes(PROFILE)
+    os.utime(target, ns=(10**18, 10**18))
+    before = target.stat()
+    with Client(fake.url) as api:
+        assert api.download_to("checkout", target) == Saved(target, len(PROFILE), False, content_etag(PROFILE))
+        assert fake.requests[-1].headers["if-none-match"] == content_etag(PROFILE)
+        after = target.stat()
+        assert (after.st_mtime_ns, after.st_ino) == (before.st_mtime_ns, before.st_ino)  # not rewritten
+        assert [p.name for p in tmp_path.iterdir()] == ["default.pgo"]
+
+        store(fake, "checkout", b"newer")
+        assert api.download_to("checkout", target) == Saved(target, 5, True, content_etag(b"newer"))
+        assert fake.requests[-1].headers["if-none-match"] == content_etag(PROFILE)
+        assert target.read_bytes() == b"newer"
+        # The trimmed form has bytes, and so a tag, of its own.
+        assert api.download_to("checkout", target, trim=True).changed
+        assert not api.download_to("checkout", target, trim=True).changed
+    assert target.read_bytes() == b"trimmed:newer"
 
 
 def test_download_to_a_new_file_gets_the_usual_permissions(fake: FakeAPI, tmp_path: Path) -> None:
@@ -621,6 +645,47 @@ def test_cli_download_writes_default_pgo(
     assert cli(capsys, "download", "checkout", "--api-url", fake.url) == (0, "", "")
     assert (tmp_path / "default.pgo").read_bytes() == PROFILE
     assert fake.requests[0].target == "/api/profile/checkout"
+
+
+def test_cli_download_twice_keeps_a_current_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture, cpu_profiles: list[Path]
+) -> None:
+    """Against the real API server: the second download is a 304 and leaves the file as it was."""
+    from apiserver import RecordingSink, thread_server
+    from profiling.names import merged_key
+    from profiling.stores import open_store
+
+    blobs = open_store(str(tmp_path / "blobs"))
+    blobs.put(merged_key("svc"), cpu_profiles[0].read_bytes())
+    target = tmp_path / "default.pgo"
+    trimmed = tmp_path / "trimmed.pgo"
+    with caplog.at_level(logging.INFO, logger="autopgo.api.access"), thread_server(blobs, RecordingSink()) as running:
+        download = ["download", "svc", "--api-url", running.url, "-o"]
+        assert cli(capsys, *download, str(target)) == (0, "", "")
+        first = target.stat()
+        assert cli(capsys, *download, str(target)) == (0, "", f"{target} is up to date\n")
+        second = target.stat()
+        assert (second.st_mtime_ns, second.st_ino) == (first.st_mtime_ns, first.st_ino)
+
+        blobs.put(merged_key("svc"), cpu_profiles[1].read_bytes())  # a new merge replaces the file
+        assert cli(capsys, *download, str(target)) == (0, "", "")
+        assert target.read_bytes() == cpu_profiles[1].read_bytes()
+
+        assert cli(capsys, *download, str(trimmed), "--trim") == (0, "", "")
+        assert cli(capsys, *download, str(trimmed), "--trim") == (0, "", f"{trimmed} is up to date\n")
+        statuses = answered(caplog, 5)
+    blobs.close()
+    assert statuses == ["200", "304", "200", "200", "304"]
+
+
+def answered(caplog: pytest.LogCaptureFixture, count: int) -> list[str]:
+    """The statuses of the first ``count`` requests in the API server's access log."""
+    deadline = time.monotonic() + 5
+    while True:  # the server logs a request just after answering it
+        lines = [r.getMessage() for r in caplog.records if r.name == "autopgo.api.access"]
+        if len(lines) >= count or time.monotonic() > deadline:
+            return [line.split('" ', 1)[1].split()[0] for line in lines]
+        time.sleep(0.01)
 
 
 def test_cli_download_trim_to_a_path(fake: FakeAPI, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -886,7 +951,7 @@ def test_end_to_end_with_the_real_server(cpu_profiles: list[Path], tmp_path: Pat
             assert api.download("e2e-merged", if_none_match=got.etag).not_modified
             trimmed = api.download("e2e-merged", trim=True).content
             assert decode(trimmed).samples
-            assert api.download_to("e2e-merged", tmp_path / "default.pgo") == len(merged)
+            assert api.download_to("e2e-merged", tmp_path / "default.pgo").size == len(merged)
             assert (tmp_path / "default.pgo").read_bytes() == merged
 
         cli_env = {**env, "AUTOPGO_API_URL": url, "AUTOPGO_API_TOKEN": "e2e-token"}

@@ -14,12 +14,13 @@ import struct
 import tracemalloc
 import zlib
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from google.protobuf.message import DecodeError
 
 from profiling.codec import DEFAULT_MAX_DECOMPRESSED, decode, decode_tables, decompress, encode, encode_raw
-from profiling.errors import ProfileError
+from profiling.errors import ProfileError, ProfileTooLargeError
 from profiling.model import Function, Labels, Line, Location, Mapping, Profile, Sample, ValueType
 from profiling.proto import profile_pb2 as pb
 from profiling.trim import check_pgo_usable
@@ -121,9 +122,11 @@ def without_time(m: pb.Profile) -> bytes:
 
 
 def assert_profile_error(exc: BaseException, pattern: str) -> None:
-    assert type(exc) is ProfileError, f"{type(exc).__name__}: {exc}"
+    assert type(exc) in (ProfileError, ProfileTooLargeError), f"{type(exc).__name__}: {exc}"
     message = str(exc)
     assert message.strip(), "empty message"
+    # Said of a size limit exactly when it is one.
+    assert (type(exc) is ProfileTooLargeError) == ("larger than the limit" in message), f"{type(exc).__name__}: {exc}"
     assert "\n" not in message and "\r" not in message, repr(message)
     assert re.search(pattern, message), f"{message!r} does not match {pattern!r}"
 
@@ -301,6 +304,65 @@ def test_bad_input_table_mutates_a_valid_profile() -> None:
     p = decode(VALID_RAW)
     assert len(p.samples) == 2 and len(p.locations) == 2 and len(p.functions) == 2
     assert decode(VALID_GZ) == p
+
+
+# ----------------------------------------------------------------------------------------------
+# Truncated gzip: a cut file ends in whatever four bytes were there, which its
+# gzip trailer's size field then seems to state; it is truncated, not too large.
+
+TRUNCATED = "decompressing profile: unexpected end of gzip data (truncated)"
+# Where the tests cut a real profile: a few bytes in, in the middle, the last bytes
+# (the trailer's CRC and size), from the start counting up or from the end counting back.
+CUTS = [3, 10, 11, 17, 18, 100, 1000, 10000, 20000, 23000, -1, -4, -5, -8, -9, -100]
+
+
+def cut_at(data: bytes, cut: int) -> bytes:
+    assert 0 < abs(cut) < len(data), f"the profile has only {len(data)} bytes"
+    return data[:cut]
+
+
+def sweep_cuts(data: bytes) -> list[int]:
+    """Cut points across the whole of ``data`` (every 97th byte, and each of the last 20)."""
+    return sorted({*range(2, len(data), 97), *range(len(data) - 20, len(data))})
+
+
+@pytest.mark.parametrize("cut", CUTS)
+def test_truncated_real_profile_is_called_truncated(long_cpu_profile: Path, cut: int) -> None:
+    data = cut_at(long_cpu_profile.read_bytes(), cut)
+    assert_profile_error(decode_error(data), re.escape(TRUNCATED) + "$")
+    assert decision(lambda: validate(data)) == f"ProfileError: {TRUNCATED}"
+
+
+def test_truncated_real_profiles_at_every_cut_are_called_truncated(
+    cpu_profiles: list[Path], long_cpu_profile: Path
+) -> None:
+    for path in [long_cpu_profile, *cpu_profiles]:
+        data = path.read_bytes()
+        decisions = {cut: decision(lambda: decompress(data[:cut])) for cut in sweep_cuts(data)}
+        wrong = {cut: d for cut, d in decisions.items() if d != f"ProfileError: {TRUNCATED}"}
+        assert not wrong, f"{path.name}: {wrong}"
+        # Most of these cuts end in bytes that, read as the trailer's size, exceed the limit.
+        lying = [cut for cut in decisions if int.from_bytes(data[cut - 4 : cut], "little") > DEFAULT_MAX_DECOMPRESSED]
+        assert len(lying) > len(decisions) // 2
+
+
+def test_overrun_is_profile_too_large_error(cpu_profiles: list[Path]) -> None:
+    data = cpu_profiles[0].read_bytes()
+    raw = gzip.decompress(data)
+    cases = [
+        (data, raw, "decompressed profile"),
+        (raw, raw, "profile"),
+        (data + data, raw + raw, "decompressed profile"),  # two gzip members
+    ]
+    for given, inflated, what in cases:
+        limit = len(inflated) - 1
+        message = f"{what} is larger than the limit of {limit} bytes"
+        assert decision(lambda: decompress(given, limit)) == f"ProfileTooLargeError: {message}"
+        assert decision(lambda: validate(given, max_decompressed=limit)) == f"ProfileTooLargeError: {message}"
+        assert decompress(given, limit + 1) == inflated
+# Cut, but what came before the cut is already more than the limit: too large.
+    with pytest.raises(ProfileTooLargeError):
+        decompress(data[:-100], len(raw) // 2)
 
 
 # ----------------------------------------------------------------------------------------------

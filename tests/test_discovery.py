@@ -572,12 +572,16 @@ def test_one_source_per_app_and_settings(tmp_path: Path) -> None:
 
 
 def test_api_health_reports_each_apps_target_source(tmp_path: Path) -> None:
-    """A source that cannot list its targets shows in /api/health without making the API unhealthy."""
+    """Every scraped app's source shows in /api/health, of whatever kind, with its problem if it has
+    one; a source that cannot list its targets does not make the API unhealthy."""
     import httpx
 
     from api.config import ServerConfig
     from api.server import create_server
 
+    (tmp_path / "good.yaml").write_text("[{address: '127.0.0.1:1'}]\n")
+    (tmp_path / "bad.yaml").write_text("[{address: 'no port'}]\n")
+    (tmp_path / "torn.yaml").write_text("[{address: '127.0.0.1:1'\n")
     config = tmp_path / "autopgo.yaml"
     config.write_text(
         "apps:\n"
@@ -585,15 +589,44 @@ def test_api_health_reports_each_apps_target_source(tmp_path: Path) -> None:
         "    scrape: {targets: {consul: {address: '127.0.0.1:9', timeout: 500ms}}}\n"
         "  - name: fixed\n"
         "    scrape: {targets: {static: [{address: '127.0.0.1:1'}]}}\n"
+        "  - name: listed\n"
+        "    scrape: {targets: {file: good.yaml}}\n"
+        "  - name: missing\n"
+        "    scrape: {targets: {file: nothing-here.yaml}}\n"
+        "  - name: wrong\n"
+        "    scrape: {targets: {file: bad.yaml}}\n"
+        "  - name: torn\n"
+        "    scrape: {targets: {file: torn.yaml}}\n"
+        "  - name: uploads-only\n"
     )
     server = create_server(ServerConfig(port=0, blob_store=f"file://{tmp_path / 'blobs'}", pipeline_config=str(config)))
     thread = __import__("threading").Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         body = httpx.get(f"{server.url}/api/health", timeout=10).json()
+        (tmp_path / "bad.yaml").write_text("[{address: '127.0.0.1:2'}]\n")  # fixed: ok at the next look
+        fixed = httpx.get(f"{server.url}/api/health", timeout=10).json()["targets"]
     finally:
         server.shutdown()
         server.server_close()
     assert body["status"] == "ok"
-    assert [t["app"] for t in body["targets"]] == ["shop"]
-    assert body["targets"][0]["status"] == "down" and "127.0.0.1:9" in body["targets"][0]["message"]
+    targets = {t.pop("app"): t for t in body["targets"]}
+    assert list(targets) == ["fixed", "listed", "missing", "shop", "torn", "wrong"]  # by name; no source, no entry
+    assert targets["fixed"] == {"source": "static", "status": "ok"}
+    assert targets["listed"] == {"source": "file", "status": "ok"}
+    assert targets["missing"] == {
+        "source": "file",
+        "status": "down",
+        "message": f"cannot read {tmp_path / 'nothing-here.yaml'}: No such file or directory",
+    }
+    assert targets["wrong"] == {
+        "source": "file",
+        "status": "down",
+        "message": f"{tmp_path / 'bad.yaml'}:1: [0].address: expected host:port, not 'no port'",
+    }
+    assert targets["torn"]["source"] == "file" and targets["torn"]["status"] == "down"
+    assert targets["torn"]["message"].startswith(f"{tmp_path / 'torn.yaml'}: not valid YAML or JSON: ")
+    assert targets["shop"]["source"] == "consul" and targets["shop"]["status"] == "down"
+    assert "127.0.0.1:9" in targets["shop"]["message"]
+    assert all("\n" not in t.get("message", "") for t in targets.values())
+    assert [t["status"] for t in fixed if t["app"] == "wrong"] == ["ok"]

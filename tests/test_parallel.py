@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import random
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 
 import profiling.parallel as parallel
 from profiling.codec import encode, encode_raw
-from profiling.errors import ProfileError
+from profiling.errors import ProfileError, ProfileTooLargeError
 from profiling.model import Profile, Sample
 from profiling.parallel import merge_files
 from sample_profiles import cpu_profile, heap_profile
@@ -58,6 +59,23 @@ def test_a_bad_file_fails_naming_it_as_serially(tmp_path: Path, bad: int) -> Non
         with pytest.raises(ProfileError) as info:
             merge_files(paths, jobs=jobs)
         assert str(info.value) == message
+
+
+@pytest.mark.parametrize("jobs", [1, 2, 3])
+def test_size_and_truncation_errors_keep_their_type(tmp_path: Path, long_cpu_profile: Path, jobs: int) -> None:
+    """A decoding worker's ProfileTooLargeError reaches the caller as such, and a cut file is truncated."""
+    paths = write_all(tmp_path, [cpu_profile(scale=i + 1) for i in range(16)])
+    data = long_cpu_profile.read_bytes()
+    limit = len(gzip.decompress(data)) - 1
+    paths[7].write_bytes(data)  # decoded by a worker unless jobs == 1
+    with pytest.raises(ProfileTooLargeError) as too_large:
+        merge_files(paths, jobs=jobs, max_decompressed=limit)
+    assert str(too_large.value) == f"{paths[7]}: decompressed profile is larger than the limit of {limit} bytes"
+    paths[7].write_bytes(data[:20000])
+    with pytest.raises(ProfileError) as truncated:
+        merge_files(paths, jobs=jobs)
+    assert type(truncated.value) is ProfileError
+    assert str(truncated.value) == f"{paths[7]}: decompressing profile: unexpected end of gzip data (truncated)"
 
 
 def test_the_first_failure_in_input_order_is_reported(tmp_path: Path) -> None:

@@ -177,4 +177,4 @@ apps:
 
 
 def _json(response: httpx.Response):
-    return response.json() if response.status_code == 200 else None
+    return response.json() if response.is_success else None
