@@ -625,7 +625,7 @@ def test_api_health_reports_each_apps_target_source(tmp_path: Path) -> None:
         "message": f"{tmp_path / 'bad.yaml'}:1: [0].address: expected host:port, not 'no port'",
     }
     assert targets["torn"]["source"] == "file" and targets["torn"]["status"] == "down"
-    assert targets["torn"]["message"].startswith(f"{tmp_path / 'torn.yaml'}: not valid YAML or JSON: ")
+    assert targets["torn"]["message"].startswith(f"{tmp_path / 'torn.yaml'}:2:1: not valid YAML: ")
     assert targets["shop"]["source"] == "consul" and targets["shop"]["status"] == "down"
     assert "127.0.0.1:9" in targets["shop"]["message"]
     assert all("\n" not in t.get("message", "") for t in targets.values())
