@@ -10,11 +10,14 @@ built from autopgo.yaml for `autopgo up`, which serves it from one process.
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from datetime import timedelta
+from typing import Any
 
 from prefect.client.schemas.schedules import IntervalSchedule
 from prefect.deployments.runner import RunnerDeployment
 from prefect.events import DeploymentEventTrigger
+from prefect.events.schemas.automations import Posture
 
 from profiling.config import Config
 from profiling.events import DELETED, UPLOADED
@@ -33,7 +36,7 @@ def upload_trigger() -> DeploymentEventTrigger:
         name="autopgo merge on upload",
         expect={UPLOADED},
         match={"prefect.resource.id": f"{RESOURCE_PREFIX}*"},
-        posture="Reactive",
+        posture=Posture.Reactive,
         threshold=1,
         within=THROTTLE,
     )
@@ -46,7 +49,7 @@ def app_trigger(event: str, name: str, within: timedelta = timedelta(0)) -> Depl
         expect={event},
         match={"prefect.resource.id": f"{RESOURCE_PREFIX}*"},
         for_each={"prefect.resource.id"},
-        posture="Reactive",
+        posture=Posture.Reactive,
         threshold=1,
         within=within,
         parameters={"app": "{{ event.payload.app }}"},
@@ -59,7 +62,7 @@ def tick_schedule(every: timedelta) -> IntervalSchedule:
 
 
 def deployments(cfg: Config) -> list[RunnerDeployment]:
-    out = [
+    out: list[RunnerDeployment | Coroutine[Any, Any, RunnerDeployment]] = [
         merge.to_deployment(
             name="on-upload",
             triggers=[upload_trigger()],
@@ -87,4 +90,7 @@ def deployments(cfg: Config) -> list[RunnerDeployment]:
                 f"point of the interval; a run every {interval_name(tick_for(every))}.",
             )
         )
-    return out
+    built = [d for d in out if isinstance(d, RunnerDeployment)]
+    if len(built) != len(out):  # to_deployment gives coroutines inside an event loop
+        raise RuntimeError("build the deployments outside an event loop")
+    return built

@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed, State
@@ -116,12 +116,13 @@ async def _scrape(cfg: Config, dues: Sequence[Due], artifact_key: str) -> State:
             delay = (due.at - datetime.now(UTC)).total_seconds()
             if delay > 0:
                 await asyncio.sleep(delay)
-            return await scrape_app(due.app, due.at, run, return_state=True)
+            state: State = await scrape_app(due.app, due.at, run, return_state=True)  # type: ignore[misc]  # Prefect's overloads
+            return state
 
         states = await asyncio.gather(*(at_due(d) for d in dues))
     failed = [d.app for d, s in zip(dues, states) if s.is_failed() or s.is_crashed()]
     if run.rows:
-        await create_table_artifact(
+        await acreate_table_artifact(
             key=artifact_key, table=sorted(run.rows, key=lambda r: str(r["app"])), description="what each app's scrape did"
         )
     summary = f"{len(dues) - len(failed)} of {len(dues)} apps scraped"

@@ -47,6 +47,30 @@ def terminate(process: subprocess.Popen, timeout: float) -> bool:
         return False
 
 
+def stop_group(process: subprocess.Popen, timeout: float = 60) -> int:
+    """SIGTERM the process group ``process`` leads (it was started in a session of its own) and
+    return its exit status; SIGKILL the group and fail if it does not stop within ``timeout``."""
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        raise
+
+
+def wait_until_ready(process: subprocess.Popen, url: str, log: Path, timeout: float = 30) -> None:
+    """Until ``url``/api/ready answers 200; fails with the process's log if it exits or times out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the server exited with {process.returncode}:\n{log.read_text(errors='replace')}")
+        if healthy(f"{url}/api/ready"):
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the server did not get ready within {timeout:.0f}s:\n{log.read_text(errors='replace')}")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -29,6 +29,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 import profiling.client as client_module
+from processes import wait_until_ready
 from cli.main import build_parser, main
 from profiling.client import CHUNK_SIZE, Client, ClientError, Download, ProfileInfo, Saved
 from profiling.etags import content_etag
@@ -923,7 +924,7 @@ def test_end_to_end_with_the_real_server(cpu_profiles: list[Path], tmp_path: Pat
     with log_path.open("wb") as log:
         server = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
-        _wait_until_ready(server, url, log_path)
+        wait_until_ready(server, url, log_path)
         with Client(url) as anonymous, pytest.raises(ClientError) as refused:
             anonymous.upload("e2e-app", cpu_profiles[0].read_bytes())
         assert refused.value.status == 401
@@ -1000,18 +1001,3 @@ def test_end_to_end_with_the_real_server(cpu_profiles: list[Path], tmp_path: Pat
             server.wait()
     assert server.returncode in (0, -15), log_path.read_text(errors="replace")[-2000:]
 
-
-def _wait_until_ready(server: subprocess.Popen[bytes], url: str, log_path: Path, timeout: float = 30) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"the server exited with {server.returncode}:\n{log_path.read_text(errors='replace')}")
-        try:
-            if httpx.get(f"{url}/api/ready", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"the server did not get ready within {timeout}s:\n{log_path.read_text(errors='replace')}")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from flows.embedded import Child, RestartPolicy, Run, Supervisor, describe_exit
-from processes import BIN, free_port, healthy, processes_using, wait_for
+from processes import BIN, free_port, healthy, processes_using, stop_group, wait_for
 
 POLICY = RestartPolicy(first_delay=1, max_delay=30, stable_after=60, max_deaths=5, window=300)
 
@@ -147,11 +147,6 @@ def test_up_restarts_a_killed_api(tmp_path: Path) -> None:
         assert "api died (killed by SIGKILL after " in text
         assert f"restarted api (pid {second}): " in text
     finally:
-        os.killpg(up.pid, signal.SIGTERM)
-        try:
-            status = up.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(up.pid, signal.SIGKILL)
-            raise
+        status = stop_group(up)
     assert status == 0, log.read_text()[-3000:]
     assert wait_for("no process left behind", lambda: not processes_using(str(data)), 20) is True

@@ -5,7 +5,6 @@ file's last good list that outlives the run that read it."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -19,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from processes import free_port, healthy, wait_for
+from processes import free_port, healthy, stop_group, wait_for
 from profiling.codec import encode
 from profiling.stores import open_store
 from sample_profiles import cpu_profile
@@ -147,14 +146,11 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
         wait_for("the deployments", lambda: healthy(f"{prefect}/deployments/name/scrape/now"), 180)
         yield Pipeline(prefect, f"http://127.0.0.1:{api_port}", tmp / "blobs", targets_file)
     finally:
-        os.killpg(up.pid, signal.SIGTERM)
         try:
-            up.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(up.pid, signal.SIGKILL)
-            up.wait()
-        log.close()
-        targets.close()
+            stop_group(up)
+        finally:
+            log.close()
+            targets.close()
 
 
 def test_many_apps_in_one_run_each_failing_alone(pipeline: Pipeline) -> None:

@@ -7,7 +7,6 @@ equals google/pprof's merge of what was scraped, `go build -pgo` on it, then a d
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -22,7 +21,7 @@ from profiling.batches import BATCH_COMMENT, SINCE_COMMENT
 from profiling.fileio import read_profile
 from profiling.model import Profile
 from profiling.stores import open_store
-from processes import free_port, healthy, processes_using, wait_for
+from processes import free_port, healthy, processes_using, stop_group, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -166,12 +165,7 @@ apps:
                 120,
             )
         finally:
-            os.killpg(up.pid, signal.SIGTERM)
-            try:
-                status = up.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(up.pid, signal.SIGKILL)
-                raise
+            status = stop_group(up)
     assert status == 0
     assert wait_for("no process left behind", lambda: not processes_using(str(data)), 20) is True
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 from apiserver import AUTOPGO, RecordingSink, thread_server
-from processes import terminate
+from processes import terminate, wait_until_ready
 
 from cli.server import choose_settings
 from profiling.blobs import BlobStore
@@ -81,21 +81,6 @@ def _start(argv: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen[
         return subprocess.Popen([str(AUTOPGO), "server", *argv], stdout=out, stderr=subprocess.STDOUT, env=env)
 
 
-def _wait_ready(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    import time
-
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the server exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            if httpx.get(f"{url}/api/ready", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    pytest.fail(f"the server did not get ready:\n{log.read_text()}")
-
-
 @pytest.mark.slow
 def test_server_takes_store_address_and_token_from_the_config(tmp_path: Path) -> None:
     port = free_port()
@@ -106,7 +91,7 @@ def test_server_takes_store_address_and_token_from_the_config(tmp_path: Path) ->
     process = _start(["--config", str(tmp_path / "autopgo.yaml"), "--events", "log"], log, clean_env())
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(process, url, log)
+        wait_until_ready(process, url, log)
         profile = encode(cpu_profile())
         with Client(url) as anonymous:
             with pytest.raises(ClientError) as refused:
