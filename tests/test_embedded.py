@@ -130,8 +130,11 @@ def test_up_restarts_a_killed_api(tmp_path: Path) -> None:
         wait_for("the API", lambda: healthy(ready), 120)
         first = wait_for("the API's pid", lambda: api_pid(up.pid), 10)
         assert first is not None
-        others = set(children(up.pid)) - {first}
-        assert len(others) == 2  # the Prefect server and the flow server
+        def the_other_two() -> set[int] | None:  # the Prefect server, and the flow server once the API is ready
+            others = set(children(up.pid)) - {first}
+            return others if len(others) == 2 else None
+
+        others = wait_for("the other two children", the_other_two, 60)
         os.kill(first, signal.SIGKILL)
 
         def restarted() -> int | None:
