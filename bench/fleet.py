@@ -304,7 +304,7 @@ def stop_pipeline(process: subprocess.Popen, tree: fm.ProcessTreeCpu) -> list[st
     tree.sample()
     killed = []
     for pid, start in tree.alive():
-        if fm.still_same(pid, start):
+        if fm.still_running(pid, start):
             command = fm.command_line(pid)
             try:
                 os.kill(pid, signal.SIGKILL)

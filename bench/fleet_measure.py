@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 
@@ -67,15 +68,22 @@ class _Member:
     ticks: int  # utime + stime + cutime + cstime when last read
 
 
-def _read_stat(pid: int) -> tuple[int, int, int] | None:
-    """(ppid, utime+stime+cutime+cstime, starttime) of ``pid``, or None if it is gone."""
+class _Stat(NamedTuple):
+    ppid: int
+    ticks: int  # utime + stime + cutime + cstime
+    start: int  # starttime
+    zombie: bool  # ended, not reaped yet
+
+
+def _read_stat(pid: int) -> _Stat | None:
+    """What /proc/<pid>/stat says, or None if the process is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
     except OSError:
         return None
     fields = stat[stat.rindex(b")") + 2 :].split()  # fields[0] is field 3 of proc(5), "state"
-    return int(fields[1]), sum(int(x) for x in fields[11:15]), int(fields[19])
+    return _Stat(int(fields[1]), sum(int(x) for x in fields[11:15]), int(fields[19]), fields[0] == b"Z")
 
 
 class ProcessTreeCpu:
@@ -94,30 +102,30 @@ class ProcessTreeCpu:
         self.lost = 0
         stat = _read_stat(root)
         if stat is not None:
-            self.members[root] = _Member(stat[2], stat[0], stat[1])
+            self.members[root] = _Member(stat.start, stat.ppid, stat.ticks)
 
     def sample(self) -> float:
         """CPU seconds used by the tree so far."""
-        stats = {}
+        stats: dict[int, _Stat] = {}
         for entry in os.scandir("/proc"):
             if entry.name.isdigit() and (stat := _read_stat(int(entry.name))) is not None:
                 stats[int(entry.name)] = stat
-        gone = [pid for pid, m in self.members.items() if pid not in stats or stats[pid][2] != m.start]
+        gone = [pid for pid, m in self.members.items() if pid not in stats or stats[pid].start != m.start]
+        known = set(self.members)
         for pid in gone:
             member = self.members.pop(pid)
-            if member.ppid not in self.members:
+            if member.ppid not in known:
                 self.lost += member.ticks  # reaped outside the tree: its time is nowhere else
         for pid, member in self.members.items():
-            member.ppid, member.ticks = stats[pid][0], stats[pid][1]
+            member.ppid, member.ticks = stats[pid].ppid, stats[pid].ticks
         children = defaultdict(list)
-        for pid, (ppid, _, _) in stats.items():
-            children[ppid].append(pid)
+        for pid, stat in stats.items():
+            children[stat.ppid].append(pid)
         todo = list(self.members)
         while todo:
             for child in children.get(todo.pop(), ()):
                 if child not in self.members:
-                    ppid, ticks, start = stats[child]
-                    self.members[child] = _Member(start, ppid, ticks)
+                    self.members[child] = _Member(stats[child].start, stats[child].ppid, stats[child].ticks)
                     todo.append(child)
         return (self.lost + sum(m.ticks for m in self.members.values())) / CLOCK_TICKS
 
@@ -134,9 +142,10 @@ def command_line(pid: int) -> str:
         return "?"
 
 
-def still_same(pid: int, start: int) -> bool:
+def still_running(pid: int, start: int) -> bool:
+    """Whether the process ``pid`` started at ``start`` is still there and not a zombie."""
     stat = _read_stat(pid)
-    return stat is not None and stat[2] == start
+    return stat is not None and stat.start == start and not stat.zombie
 
 
 # --------------------------------------------------------------------------- the blob store
