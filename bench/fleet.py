@@ -73,6 +73,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -80,7 +81,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -355,11 +356,13 @@ class Monitor:
     cpu: fm.ProcessTreeCpu
     watcher: fm.StagingWatcher
     requests: fm.FleetLog
+    loads: list[float] = field(default_factory=list)  # the machine's 1-minute load average, once a second
 
     def tick(self) -> float:
         """Sample everything once; the pipeline's CPU seconds so far. Raises PipelineDied."""
         if self.pipeline.poll() is not None:
             raise PipelineDied(f"autopgo up exited with status {self.pipeline.returncode}")
+        self.loads.append(os.getloadavg()[0])
         used = self.cpu.sample()
         self.watcher.poll(time.time())
         self.requests.read_new()
@@ -378,6 +381,7 @@ class Monitor:
     def measure(self, t0: float, end: float) -> tuple[float, float]:
         """Sample until ``end`` (epoch s), reporting progress; CPU seconds used at ``t0`` and at ``end``."""
         cpu0 = self.tick()
+        self.loads.clear()
         next_report = t0 + PROGRESS_EVERY
         while (now := time.time()) < end:
             used = self.tick()
@@ -455,6 +459,8 @@ def run(tree: Checkout, settings: Settings, profiles: list[Path]) -> dict[str, A
             startup_first_request_s=t0 - launched,
             died=died,
             cpu_cores=(cpu_end - cpu0) / (t_end - t0),
+            load_average=statistics.fmean(monitor.loads) if monitor.loads else math.nan,
+            cpus=os.cpu_count(),
             flow_runs_created=created,
             processes_killed_after_stop=left,
             processes_importing_project=imported,
@@ -634,7 +640,8 @@ def report(results: list[dict[str, Any]]) -> None:
     for row in [header, ["-" * w for w in widths], *lines]:
         print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)).rstrip())
     for r in results:
-        print(f"\n{r['label']}: due times from {r['due_times_from']}; measured {r['measured_s']:.0f} s"
+        print(f"\n{r['label']}: due times from {r['due_times_from']}; measured {r['measured_s']:.0f} s, "
+              f"the machine's load average {r['load_average']:.1f} on {r['cpus']} CPUs meanwhile"
               + (f" ({r['died']})" if r["died"] else ""))
         for c, cyc in enumerate(r["lateness"]["by_cycle"]):
             print(f"  cycle {c + 1}: lateness p50 {seconds(cyc['p50_s'], cyc['p50_exact'])}, "

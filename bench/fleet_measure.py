@@ -365,23 +365,39 @@ class FlowRun:
     state_name: str
 
 
-def match_runs(runs: Iterable[FlowRun], arrivals: Mapping[str, Sequence[float]], start: float, end: float,
-               reach: float) -> list[Scrape]:
-    """Pair each scrape flow run expected in [start, end) with its app's first request at or after its start.
+def scrape_starts(arrivals: Sequence[float], gap: float) -> list[float]:
+    """The first of each burst of requests less than ``gap`` apart: a scrape asks its instances at once."""
+    out: list[float] = []
+    for t in arrivals:
+        if not out or t - out[-1] >= gap:
+            out.append(t)
+    return out
 
-    A run starting at S fetches within seconds, so the request must come in
-    [S - 1 s, S + reach); a run that never started, or fetched nothing, never happened.
+
+def match_runs(runs: Iterable[FlowRun], arrivals: Mapping[str, Sequence[float]], start: float, end: float,
+               reach: float, gap: float = 2.0) -> list[Scrape]:
+    """Pair each scrape flow run expected in [start, end) with its app's first scrape after its start.
+
+    A run starting at S fetches within seconds, so its scrape must begin in
+    [S - 1 s, S + reach), and no other run may have claimed it (runs catching
+    up on a backlog start close together). A run that never started, or
+    fetched nothing, never happened.
     """
+    starts = {app: scrape_starts(times, gap) for app, times in arrivals.items()}
+    claimed: set[tuple[str, int]] = set()
     out = []
-    for run in runs:
+    for run in sorted(runs, key=lambda r: (r.start is None, r.start or 0.0)):
         if run.app is None or not start <= run.expected < end:
             continue
         hit = None
         if run.start is not None:
-            got = arrivals.get(run.app, [])
+            got = starts.get(run.app, [])
             i = bisect_left(got, run.start - 1)
+            while i < len(got) and (run.app, i) in claimed:
+                i += 1
             if i < len(got) and got[i] < run.start + reach:
                 hit = got[i]
+                claimed.add((run.app, i))
         out.append(Scrape(run.app, run.expected, hit))
     return out
 
