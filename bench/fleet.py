@@ -4,8 +4,10 @@ What it does
     1. Starts a fake fleet (bench/fleet_server.py): one asyncio process on
        127.0.0.1 that answers ``GET /fleet/<app>/<i>/debug/pprof/profile?seconds=D``
        like Go's net/http/pprof, after D seconds, with a real Go CPU profile
-       made unique by a marker function ``bench.marker_<n>``. It logs every
-       request: app, instance, arrival, marker, whether the answer was written.
+       made unique by a marker function ``bench.marker_<n>``; like Go, an
+       instance refuses a second profile request while one runs (HTTP 500). It
+       logs every request: app, instance, arrival, marker, whether the answer
+       was written.
     2. Writes an autopgo.yaml with N apps ``bench-0000``... (``scrape: {every: E,
        duration: D, sample_size: 2, targets: {static: [3 instances]}}``), a file
        blob store and free ports, and runs ``autopgo up -c autopgo.yaml --data DIR
@@ -25,8 +27,11 @@ What it does
          ``profiling.schedule.next_due(app, every, after)`` when the pipeline
          has no per-app scrape deployments, and otherwise (the design with one
          deployment ``scrape-<app>`` per app) from each scrape flow run's
-         ``expected_start_time`` in Prefect, the run matched to the first request
-         for its app after its ``start_time``. A due scrape that had not reached
+         ``expected_start_time`` in Prefect, the run matched to the first scrape
+         (burst of requests) for its app after its ``start_time``; ``--due``
+         forces either. Against the schedule, a scrape may come up to 5 s before
+         its due time; one more than an interval late counts for the next due
+         time, and its own never happened. A due scrape that had not reached
          the fleet when ``autopgo up`` was stopped "never happened" and counts
          with the lateness it had reached by then, a lower bound: a percentile
          that depends on one is shown as ">= x s".
@@ -39,8 +44,10 @@ What it does
          cutime and cstime of every process in the tree of ``autopgo up``, from
          /proc every second (the fleet and the bench are not in that tree).
        - errors: lines of ``autopgo up``'s output (which includes the Prefect
-         server's) with ERROR, Traceback or "database is locked"; the number of
-         flow runs Prefect holds, and those due by the end by flow and state.
+         server's) with ERROR, Traceback or "database is locked", from its start
+         until the bench stops it (flow runs the stop crashes do not count);
+         the number of flow runs Prefect holds, and those due by the end by
+         flow and state.
        - exactly once: every marker the fleet served whole to an app before
          the end of the measured period must be in that app's merged profile
          (``<app>/default.pgo``) once, with the values it was served with, and
@@ -130,8 +137,8 @@ def ensure_profiles() -> list[Path]:
         import harness
 
         CACHE.mkdir(parents=True, exist_ok=True)
-        print(f"building the Go test service and scraping {len(missing)} profiles of {PROFILE_SECONDS} s into {CACHE} ...",
-              flush=True)
+        print(f"building the Go test service and scraping {len(missing)} profiles of {PROFILE_SECONDS} s "
+              f"into {CACHE} ...", flush=True)
         binary = harness.build_service(CACHE)
         with ExitStack() as stack, ThreadPoolExecutor(len(missing)) as pool:
             services = [stack.enter_context(harness.Service(binary, load=4)) for _ in missing]
@@ -448,12 +455,13 @@ def run(tree: Checkout, settings: Settings, profiles: list[Path]) -> dict[str, A
         runs, created = fm.flow_runs(prefect, time.time()) if alive else ([], 0)
         deployments = fm.deployment_names(prefect) if alive else []
         until = time.time()
+        log_size = (work / "up.log").stat().st_size  # what stopping logs (runs crashed by the stop) does not count
         left = stop_pipeline(pipeline, monitor.cpu)
         monitor.watcher.poll(time.time())
         stop_fleet(fleet)
         monitor.requests.read_new()
         result = analyse(tree, settings, apps, profiles, work, monitor.watcher, monitor.requests, runs, deployments,
-                         t0, t_end, until)
+                         t0, t_end, until, log_size)
         result.update(
             startup_ready_s=ready - launched,
             startup_first_request_s=t0 - launched,
@@ -479,8 +487,9 @@ def run(tree: Checkout, settings: Settings, profiles: list[Path]) -> dict[str, A
 
 def analyse(tree: Checkout, settings: Settings, apps: list[str], profiles: list[Path], work: Path,
             watcher: fm.StagingWatcher, requests: fm.FleetLog, runs: list[fm.FlowRun], deployments: list[str],
-            t0: float, t_end: float, until: float) -> dict[str, Any]:
-    """The figures of a run measured from ``t0`` to ``t_end`` and observed until ``until``."""
+            t0: float, t_end: float, until: float, log_size: int) -> dict[str, Any]:
+    """The figures of a run measured from ``t0`` to ``t_end`` and observed until ``until``, when
+    ``autopgo up``'s output was ``log_size`` bytes long."""
     blobs = work / "blobs"
     arrivals = requests.arrivals()
     # Lateness: against the per-app deployments' flow runs, or against the schedule.
@@ -492,7 +501,8 @@ def analyse(tree: Checkout, settings: Settings, apps: list[str], profiles: list[
         due_source = "expected_start_time of the scrape flow runs"
     else:
         dues = due_times(tree, apps, settings.every, t0, t_end)
-        scrapes = [] if dues is None else fm.match_schedule(dues, arrivals, settings.every, min(SLACK, settings.every / 4))
+        slack = min(SLACK, settings.every / 4)
+        scrapes = [] if dues is None else fm.match_schedule(dues, arrivals, settings.every, slack)
         due_source = "profiling.schedule.next_due" if dues is not None else "none (no next_due, no per-app deployments)"
     cycles = []
     for c in range(settings.cycles):
@@ -503,7 +513,7 @@ def analyse(tree: Checkout, settings: Settings, apps: list[str], profiles: list[
     merge_times = fm.upload_to_merge(watcher.uploads.values(), t0, t_end, rejected, until)
     # Exactly once.
     exact = exactly_once(apps, blobs, requests, served_values(requests, profiles), t_end)
-    errors = fm.error_lines(work / "up.log")
+    errors = fm.error_lines(work / "up.log", log_size)
     ok_requests = [r for r in requests.requests.values() if r.ok]
     return {
         "label": tree.label,
@@ -602,11 +612,13 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, float | None]]:
         ("due scrapes / never happened", "0", f"{late['count']} / {late['never']}", None),
         ("upload-to-merge p50", "", seconds(merge["p50_s"], merge["p50_exact"]), exact_or_none(merge, "p50")),
         ("upload-to-merge p99", "< 60 s", f"{seconds(merge['p99_s'], merge['p99_exact'])} "
-         f"{verdict(merge['p99_s'] < TARGETS['upload_to_merge_p99'] and merge['p99_exact'])}", exact_or_none(merge, "p99")),
+         f"{verdict(merge['p99_s'] < TARGETS['upload_to_merge_p99'] and merge['p99_exact'])}",
+         exact_or_none(merge, "p99")),
         ("uploads / never merged / rejected", "", f"{merge['count']} / {merge['never']} / {merge['rejected']}", None),
         ("pipeline CPU", "< 1 core", f"{r['cpu_cores']:.2f} cores {verdict(r['cpu_cores'] < TARGETS['cpu_cores'])}",
          r["cpu_cores"]),
-        ("error lines in autopgo up's output", "0", f"{errors['lines']} {verdict(errors['lines'] == 0)}", errors["lines"]),
+        ("error lines in autopgo up's output", "0", f"{errors['lines']} {verdict(errors['lines'] == 0)}",
+         errors["lines"]),
         ("flow runs created / due by the end", "", f"{r['flow_runs_created']} / {runs}", r["flow_runs_created"]),
         ("exactly once: apps OK / not", "all", f"{exact['apps_ok']} / {exact['apps_not_ok']} "
          f"{verdict(exact['apps_not_ok'] == 0)}", None),
@@ -680,7 +692,8 @@ def finite(value: Any) -> Any:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="Run autopgo up against a fake fleet and measure it (see the docstring).")
+    parser = argparse.ArgumentParser(
+        description="Run autopgo up against a fake fleet and measure it (see the docstring of bench/fleet.py).")
     parser.add_argument("--apps", type=int, default=1000, help="apps, each with 3 instances (default 1000)")
     parser.add_argument("--every", default="5m", help="scrape interval E (default 5m)")
     parser.add_argument("--duration", default="10s", help="profile duration D (default 10s)")

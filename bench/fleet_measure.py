@@ -225,7 +225,8 @@ def upload_to_merge(uploads: Iterable[Upload], start: float, end: float, rejecte
     out = []
     for upload in uploads:
         if start <= upload.staged < end and (upload.app, upload.name) not in rejected:
-            out.append(Delay(until - upload.staged, False) if upload.gone is None else Delay(upload.gone - upload.staged))
+            gone = upload.gone
+            out.append(Delay(until - upload.staged, False) if gone is None else Delay(gone - upload.staged))
     return out
 
 
@@ -257,7 +258,9 @@ def merged_markers(path: Path) -> dict[int, list[tuple[int, ...]]]:
     twice, its sample's values add up (google/pprof merges equal stacks).
     """
     profile = decode(path.read_bytes())
-    by_function = {f.id: int(f.name[len(MARKER_PREFIX) :]) for f in profile.functions if f.name.startswith(MARKER_PREFIX)}
+    by_function = {
+        f.id: int(f.name[len(MARKER_PREFIX) :]) for f in profile.functions if f.name.startswith(MARKER_PREFIX)
+    }
     by_location = {}
     for loc in profile.locations:
         for line in loc.lines:
@@ -518,11 +521,12 @@ class ErrorLines:
     examples: list[str] = field(default_factory=list)  # the first few distinct ones
 
 
-def error_lines(log: Path) -> ErrorLines:
-    """Lines of ``log`` with ERROR, Traceback or 'database is locked'."""
+def error_lines(log: Path, upto: int | None = None) -> ErrorLines:
+    """Lines of ``log`` (its first ``upto`` bytes) with ERROR, Traceback or 'database is locked'."""
     out = ErrorLines()
     try:
-        text = log.read_text(errors="replace")
+        with log.open("rb") as f:
+            text = f.read(upto if upto is not None else -1).decode(errors="replace")
     except FileNotFoundError:
         return out
     for line in text.splitlines():

@@ -114,7 +114,9 @@ def marked(base: BaseProfile, n: int) -> bytes:
                 start_line=MARKER_START_LINE,
             )
         ],
-        location=[pb.Location(id=base.location_id, line=[pb.Line(function_id=base.function_id, line=MARKER_START_LINE + 1)])],
+        location=[
+            pb.Location(id=base.location_id, line=[pb.Line(function_id=base.function_id, line=MARKER_START_LINE + 1)])
+        ],
         sample=[pb.Sample(location_id=[base.location_id], value=base.values)],
     )
     deflate = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
