@@ -427,6 +427,7 @@ def run(tree: Checkout, settings: Settings, profiles: list[Path]) -> dict[str, A
           f"{settings.duration:g} s profiles, {settings.cycles} cycles (work dir {work})", flush=True)
     fleet, fleet_port = start_fleet(work, profiles)
     pipeline: subprocess.Popen | None = None
+    monitor: Monitor | None = None
     try:
         write_config(work / "autopgo.yaml", apps, fleet_port, api_port, settings.every, settings.duration)
         launched = time.time()
@@ -475,8 +476,8 @@ def run(tree: Checkout, settings: Settings, profiles: list[Path]) -> dict[str, A
         )
         return result
     finally:
-        if pipeline is not None and pipeline.poll() is None:
-            stop_pipeline(pipeline, fm.ProcessTreeCpu(pipeline.pid))
+        if pipeline is not None:  # stopped already unless something failed; then, whatever is left of it
+            stop_pipeline(pipeline, monitor.cpu if monitor is not None else fm.ProcessTreeCpu(pipeline.pid))
         if fleet.poll() is None:
             stop_fleet(fleet)
         if settings.keep:
