@@ -203,12 +203,12 @@ def rejected_names(blobs: Path) -> set[tuple[str, str]]:
     """(app, staged name) of every upload moved to ``<app>/rejected/``."""
     out = set()
     for app in _subdirs(blobs):
-        for name in _subdirs_files(blobs / app / REJECTED):
+        for name in _files(blobs / app / REJECTED):
             out.add((app, name.split(".pb.gz")[0] + ".pb.gz"))
     return out
 
 
-def _subdirs_files(path: Path) -> list[str]:
+def _files(path: Path) -> list[str]:
     try:
         with os.scandir(path) as entries:
             return [e.name for e in entries if e.is_file() and not e.name.startswith(".")]
@@ -248,7 +248,7 @@ def markers_in_files(paths: Iterable[Path]) -> dict[int, Path]:
 
 def leftover_files(blobs: Path, folder: str) -> list[Path]:
     """Every file in ``<app>/<folder>/`` (staging or rejected) of every app."""
-    return [blobs / app / folder / name for app in _subdirs(blobs) for name in _subdirs_files(blobs / app / folder)]
+    return [blobs / app / folder / name for app in _subdirs(blobs) for name in _files(blobs / app / folder)]
 
 
 def merged_markers(path: Path) -> dict[int, list[tuple[int, ...]]]:
