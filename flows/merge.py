@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from contextvars import ContextVar
 from datetime import timedelta
 
 from prefect import flow, get_run_logger, task
@@ -77,19 +78,30 @@ def sweep() -> dict[str, int]:
     return merged
 
 
+# The store and the configuration reach the tasks through the context, not as task
+# parameters: Prefect walks every parameter of every task run looking for futures,
+# and the configuration of a fleet is large.
+_shared: ContextVar[tuple[BlobStore, Config]] = ContextVar("autopgo_merge_run")
+
+
 def _merge_apps(store: BlobStore, cfg: Config, apps: Iterable[str]) -> dict[str, int]:
     """Merge each app as its own task run; a failing app is reported in its task and does not stop the others."""
     merged: dict[str, int] = {}
-    for app in apps:
-        state = merge_app(app, store, cfg, return_state=True)
-        if state.is_completed():
-            merged[app] = state.result()
+    token = _shared.set((store, cfg))
+    try:
+        for app in apps:
+            state = merge_app(app, return_state=True)
+            if state.is_completed():
+                merged[app] = state.result()
+    finally:
+        _shared.reset(token)
     return merged
 
 
 @task(name="merge-app", task_run_name="merge {app}", cache_policy=NO_CACHE)
-def merge_app(app: str, store: BlobStore, cfg: Config) -> int:
+def merge_app(app: str) -> int:
     """Merge the app's staged uploads; publish what was done when anything was. Returns the uploads merged."""
+    store, cfg = _shared.get()
     report = merge_pending(store, app, cfg.app(app).prune)
     if report.merged or report.rejected:
         _publish(report)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -53,10 +54,17 @@ class _Run:
     rows: list[dict[str, object]] = field(default_factory=list)  # one per app, for the run's artifact
 
 
+# The run's shared parts reach its tasks through the context, not as task parameters:
+# Prefect walks every parameter of every task run looking for futures, and the
+# configuration of a fleet is large.
+_run: ContextVar[_Run] = ContextVar("autopgo_scrape_run")
+
+
 @task(name="scrape-app", task_run_name="scrape {app}", cache_policy=NO_CACHE)
-async def scrape_app(app: str, due: datetime | None, run: _Run) -> State:
+async def scrape_app(app: str, due: datetime | None) -> State:
     """Profile the app's instances and upload what they give; Failed (one line) if nothing was uploaded."""
     log = get_run_logger()
+    run = _run.get()
     settings_ = run.config.app(app).scrape
     row: dict[str, object] = {"app": app, "due": due.isoformat(timespec="seconds") if due else "now"}
     run.rows.append(row)
@@ -111,12 +119,13 @@ async def scrape(apps: list[str]) -> State:
 async def _scrape(cfg: Config, dues: Sequence[Due], artifact_key: str) -> State:
     async with new_client() as http, AsyncClient(cfg.api_url, token=cfg.api_token) as api:
         run = _Run(cfg, http, api)
+        _run.set(run)  # before gather: each of its tasks copies the context
 
         async def at_due(due: Due) -> State:
             delay = (due.at - datetime.now(UTC)).total_seconds()
             if delay > 0:
                 await asyncio.sleep(delay)
-            state: State = await scrape_app(due.app, due.at, run, return_state=True)  # type: ignore[misc]  # Prefect's overloads
+            state: State = await scrape_app(due.app, due.at, return_state=True)  # type: ignore[misc]  # Prefect's overloads
             return state
 
         states = await asyncio.gather(*(at_due(d) for d in dues))

@@ -70,11 +70,17 @@ class Pipeline:
     def run_now(self, apps: list[str]) -> dict[str, Any]:
         """A run of `scrape/now` for ``apps``, waited for to its final state."""
         deployment = httpx.get(f"{self.prefect}/deployments/name/scrape/now", timeout=10).json()
-        run = httpx.post(
-            f"{self.prefect}/deployments/{deployment['id']}/create_flow_run",
-            json={"parameters": {"apps": apps}},
-            timeout=10,
-        ).json()
+
+        def create() -> dict[str, Any] | None:  # a busy Prefect server may answer 503 for a moment
+            response = httpx.post(
+                f"{self.prefect}/deployments/{deployment['id']}/create_flow_run",
+                json={"parameters": {"apps": apps}},
+                timeout=10,
+            )
+            assert response.status_code in (201, 503), response.text
+            return response.json() if response.status_code == 201 else None
+
+        run = wait_for("the scrape run to be created", create, 60, every=1)
         return wait_for("the scrape run to end", lambda: self._final(run["id"]), 180, every=1)
 
     def _final(self, run_id: str) -> dict[str, Any] | None:
