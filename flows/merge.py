@@ -30,12 +30,15 @@ from . import settings
 
 POLL_SECONDS = 1.0
 # After an upload triggers a merge run, further uploads within this window start
-# no new run (see deployments.py): the running one lingers that long to merge them.
-THROTTLE = timedelta(seconds=15)
+# no new run (see deployments.py): the running one lingers a little longer than
+# that (it starts a moment after the trigger fires) to merge them. A run a minute
+# while uploads flow; each costs a new interpreter.
+THROTTLE = timedelta(seconds=60)
+LINGER = THROTTLE + timedelta(seconds=10)
 
 
 @flow(name="merge", description="Merge the staged uploads of every app (or of those named), each exactly once.")
-def merge(apps: list[str] | None = None, linger_seconds: float = THROTTLE.total_seconds()) -> dict[str, int]:
+def merge(apps: list[str] | None = None, linger_seconds: float = LINGER.total_seconds()) -> dict[str, int]:
     """Merge until nothing is staged, then keep watching for ``linger_seconds``; uploads merged, by app."""
     cfg = settings.config()
     store = settings.store(cfg)

@@ -244,7 +244,7 @@ class _Run:
         except PreconditionFailedError:
             log.info("%s: another merge took the batch", self.app)
             return None
-        log.info("%s: batch %s with %d uploads", self.app, batch.id, len(batch.keys))
+        log.debug("%s: batch %s with %d uploads", self.app, batch.id, len(batch.keys))
         return batch, info.etag
 
     def commit(self, batch: Batch, etag: str) -> None:
@@ -320,4 +320,4 @@ class _Run:
             self.store.put(batch_key(self.app), batch.closed().to_json(), if_match=etag)
         except PreconditionFailedError:
             pass
-        log.info("%s: batch %s closed", self.app, batch.id)
+        log.debug("%s: batch %s closed", self.app, batch.id)
