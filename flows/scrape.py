@@ -65,21 +65,21 @@ async def scrape_app(app: str, due: datetime | None) -> State:
     """Profile the app's instances and upload what they give; Failed (one line) if nothing was uploaded."""
     log = get_run_logger()
     run = _run.get()
-    settings_ = run.config.app(app).scrape
+    scrape_cfg = run.config.app(app).scrape
     row: dict[str, object] = {"app": app, "due": due.isoformat(timespec="seconds") if due else "now"}
     run.rows.append(row)
-    if settings_ is None:
+    if scrape_cfg is None:
         row["result"] = "no scrape settings"
         return Failed(message=f"{app}: no scrape settings in the configuration")
     try:
-        targets = await asyncio.to_thread(_sources.source(app, settings_).targets)
+        targets = await asyncio.to_thread(_sources.source(app, scrape_cfg).targets)
     except Exception as exc:  # noqa: BLE001 - a source that cannot list fails this app alone, in one line
         row["result"] = f"no targets: {exc}"
         return Failed(message=f"{app}: cannot list targets: {exc}")  # Prefect logs it
     report = await scrape_async(
         targets,
-        settings_.sample_size,
-        settings_.duration,
+        scrape_cfg.sample_size,
+        scrape_cfg.duration,
         lambda data: run.api.upload(app, data),
         client=run.http,
         fetch_limit=run.fetches,
