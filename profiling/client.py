@@ -237,19 +237,16 @@ class Client:
         except _BodyReadError as exc:
             raise ClientError(f"cannot read the upload: {exc}") from exc.__cause__
         except httpx.HTTPError as exc:
-            raise self._transport_error(request, exc) from exc
+            raise _transport_error(request, exc, self._timeout) from exc
         try:
             if not (response.is_success or response.status_code in ok):
                 response.read()
                 raise _status_error(request, response, has_token="Authorization" in request.headers)
             yield response
         except httpx.HTTPError as exc:
-            raise self._transport_error(request, exc) from exc
+            raise _transport_error(request, exc, self._timeout) from exc
         finally:
             response.close()
-
-    def _transport_error(self, request: httpx.Request, exc: httpx.HTTPError) -> ClientError:
-        return _transport_error(request, exc, self._timeout)
 
 
 class AsyncClient:
@@ -259,8 +256,13 @@ class AsyncClient:
     one line); only uploads of bytes are needed there.
     """
 
-    def __init__(self, base_url: str = DEFAULT_BASE_URL, token: str | None = None,
-                 timeout: float | None = DEFAULT_TIMEOUT, max_connections: int = 64) -> None:
+    def __init__(
+        self,
+        base_url: str = DEFAULT_BASE_URL,
+        token: str | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        max_connections: int = 64,
+    ) -> None:
         self._timeout = timeout
         self._http = httpx.AsyncClient(
             base_url=_parse_base_url(base_url),
