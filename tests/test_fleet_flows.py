@@ -204,4 +204,9 @@ def test_a_target_files_last_good_list_outlives_the_run(pipeline: Pipeline) -> N
     assert second["state"]["type"] == "COMPLETED", second["state"]
     tasks = pipeline.task_runs(second["id"], 1)
     assert tasks["scrape filed"]["state"]["message"] == "filed: 1 uploaded, 0 failed of 1 targets"
-    assert any("keeping the last good list of 1 targets" in line for line in pipeline.logs(second["id"]))
+    # The run's logs are shipped in the background and may land after its final state.
+    wait_for(
+        "the run's log of the kept list",
+        lambda: any("keeping the last good list of 1 targets" in line for line in pipeline.logs(second["id"])),
+        30,
+    )
