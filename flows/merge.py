@@ -2,23 +2,29 @@
 
 One merge run serves the whole pipeline, not one app: the upload trigger fires
 at most once per ``THROTTLE`` window whatever the number of apps, and the run
-merges every app that has staged uploads, each as a task run named
-``merge <app>`` with its own logs and artifact, then keeps watching for that
-window so that the uploads whose events the throttle swallowed are merged
-within a poll. Runs that overlap share the work safely: an app's batch record
-lets one run at a time merge it (profiling.batches).
+merges every app that has staged uploads, then keeps watching for that window
+so that the uploads whose events the throttle swallowed are merged within a
+poll. Runs that overlap share the work safely: an app's batch record lets one
+run at a time merge it (profiling.batches).
+
+An app's merge is not a task run: at fleet size a task run per app and merge
+cost the Prefect server more than the merge itself (about 35 ms of its CPU each,
+measured on SQLite). What a user looks for per app is published instead as the
+app's artifact, ``merge-<app>``: when it was last merged, from how many uploads,
+or why it failed. A failing app fails alone, is retried after ``RETRY_AFTER``,
+and the run ends Failed naming it.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from contextvars import ContextVar
+from dataclasses import dataclass, field
 from datetime import timedelta
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
+from prefect.states import Completed, State
 
 from profiling.batches import MergeReport, find_pending, merge_pending
 from profiling.blobs import BlobStore
@@ -27,36 +33,60 @@ from profiling.deletion import delete_app, needs_cleanup
 from profiling.summary import summarize
 
 from . import settings
+from .failures import fail, quiet_reported_failures
 
-POLL_SECONDS = 1.0
+quiet_reported_failures()
+
+POLL_SECONDS = 2.0
 # After an upload triggers a merge run, further uploads within this window start
 # no new run (see deployments.py): the running one lingers a little longer than
 # that (it starts a moment after the trigger fires) to merge them. A run a minute
 # while uploads flow; each costs a new interpreter.
 THROTTLE = timedelta(seconds=60)
 LINGER = THROTTLE + timedelta(seconds=10)
+RETRY_AFTER = 30.0  # seconds before a run tries again an app whose merge failed
+
+
+@dataclass
+class _Merges:
+    """What one run merged and what failed, by app."""
+
+    merged: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    retry_at: dict[str, float] = field(default_factory=dict)
+
+    def wanted(self, apps: Iterable[str], now: float) -> list[str]:
+        """``apps`` but those that failed less than ``RETRY_AFTER`` ago."""
+        return [app for app in apps if self.retry_at.get(app, 0.0) <= now]
+
+    def outcome(self, what: str) -> State:
+        """The run's final state: Failed naming the apps whose last attempt failed."""
+        summary = f"{what}: merged {sum(self.merged.values())} uploads of {len(self.merged)} apps"
+        if self.failed:
+            shown = ", ".join(sorted(self.failed)[:10])
+            more = f" and {len(self.failed) - 10} more" if len(self.failed) > 10 else ""
+            return fail(f"{summary}; failed: {shown}{more}")
+        get_run_logger().info("%s", summary)
+        return Completed(message=summary)
 
 
 @flow(name="merge", description="Merge the staged uploads of every app (or of those named), each exactly once.")
-def merge(apps: list[str] | None = None, linger_seconds: float = LINGER.total_seconds()) -> dict[str, int]:
-    """Merge until nothing is staged, then keep watching for ``linger_seconds``; uploads merged, by app."""
+def merge(apps: list[str] | None = None, linger_seconds: float = LINGER.total_seconds()) -> State:
+    """Merge until nothing is staged, then keep watching for ``linger_seconds``."""
     cfg = settings.config()
     store = settings.store(cfg)
     wanted = set(apps) if apps is not None else None
     deadline = time.monotonic() + linger_seconds
-    merged: dict[str, int] = {}
+    merges = _Merges()
     try:
         while True:
-            pending = _staged(store, wanted)
-            for app, count in _merge_apps(store, cfg, pending).items():
-                merged[app] = merged.get(app, 0) + count
+            _merge_apps(store, cfg, merges.wanted(_staged(store, wanted), time.monotonic()), merges)
             if time.monotonic() >= deadline:
                 break
             time.sleep(POLL_SECONDS)
     finally:
         store.close()
-    get_run_logger().info("merged %d uploads of %d apps", sum(merged.values()), len(merged))
-    return merged
+    return merges.outcome("merge")
 
 
 def _staged(store: BlobStore, wanted: set[str] | None) -> list[str]:
@@ -65,50 +95,45 @@ def _staged(store: BlobStore, wanted: set[str] | None) -> list[str]:
 
 
 @flow(name="sweep", description="Merge what is staged and finish deletes, including those whose event was lost.")
-def sweep() -> dict[str, int]:
+def sweep() -> State:
     log = get_run_logger()
     cfg = settings.config()
     store = settings.store(cfg)
+    merges = _Merges()
     try:
         pending = find_pending(store)
         for app in sorted(pending.deleted):
             if needs_cleanup(store, app) and delete_app(store, app, lock_timeout=5, take_over=False):
                 log.info("%s: finished a delete", app)
-        merged = _merge_apps(store, cfg, sorted(pending.staged))
+        _merge_apps(store, cfg, sorted(pending.staged), merges)
     finally:
         store.close()
-    log.info("swept %d apps: %s", len(merged), merged or "nothing pending")
-    return merged
+    return merges.outcome("sweep")
 
 
-# The store and the configuration reach the tasks through the context, not as task
-# parameters: Prefect walks every parameter of every task run looking for futures,
-# and the configuration of a fleet is large.
-_shared: ContextVar[tuple[BlobStore, Config]] = ContextVar("autopgo_merge_run")
+def _merge_apps(store: BlobStore, cfg: Config, apps: Iterable[str], merges: _Merges) -> None:
+    """Merge each app in turn; one that fails is reported in its artifact and does not stop the others."""
+    for app in apps:
+        try:
+            report = merge_pending(store, app, cfg.app(app).prune)
+        except Exception as exc:  # noqa: BLE001 - one app's failure (a store error, a corrupt profile) is its own
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            merges.failed[app] = reason
+            merges.retry_at[app] = time.monotonic() + RETRY_AFTER
+            _publish_failure(app, reason)
+            continue
+        if report.merged or report.rejected:  # else another run holds the app's batch, maybe our failed one
+            merges.failed.pop(app, None)
+            merges.merged[app] = merges.merged.get(app, 0) + len(report.merged)
+            _publish(report)
 
 
-def _merge_apps(store: BlobStore, cfg: Config, apps: Iterable[str]) -> dict[str, int]:
-    """Merge each app as its own task run; a failing app is reported in its task and does not stop the others."""
-    merged: dict[str, int] = {}
-    token = _shared.set((store, cfg))
-    try:
-        for app in apps:
-            state = merge_app(app, return_state=True)
-            if state.is_completed():
-                merged[app] = state.result()
-    finally:
-        _shared.reset(token)
-    return merged
-
-
-@task(name="merge-app", task_run_name="merge {app}", cache_policy=NO_CACHE)
-def merge_app(app: str) -> int:
-    """Merge the app's staged uploads; publish what was done when anything was. Returns the uploads merged."""
-    store, cfg = _shared.get()
-    report = merge_pending(store, app, cfg.app(app).prune)
-    if report.merged or report.rejected:
-        _publish(report)
-    return len(report.merged)
+def _publish_failure(app: str, reason: str) -> None:
+    """Log the app's failure in one line and make it the app's latest artifact, so the UI shows why."""
+    get_run_logger().error("%s: merge failed: %s", app, reason)
+    create_markdown_artifact(
+        key=f"merge-{app}", markdown=f"# Merge of `{app}` failed\n\n{reason}\n", description="what the merge did"
+    )
 
 
 def _publish(report: MergeReport) -> None:

@@ -102,6 +102,16 @@ class Pipeline:
         body = {"logs": {"flow_run_id": {"any_": [run_id]}}, "limit": 200}
         return [entry["message"] for entry in httpx.post(f"{self.prefect}/logs/filter", json=body, timeout=10).json()]
 
+    def artifact(self, key: str) -> dict[str, Any]:
+        """The latest artifact under ``key`` (its data is the markdown)."""
+        body = {"artifacts": {"key": {"any_": [key]}}, "sort": "CREATED_DESC", "limit": 1}
+        found = httpx.post(f"{self.prefect}/artifacts/filter", json=body, timeout=10).json()
+        assert found, f"no artifact {key}"
+        return {**found[0], "markdown": found[0]["data"]}
+
+    def final_runs(self, flow: str, state: str) -> list[dict[str, Any]]:
+        return [run for run in self.flow_runs(flow) if run["state"] and run["state"]["type"] == state]
+
     def flow_runs(self, flow: str) -> list[dict[str, Any]]:
         body = {"flows": {"name": {"any_": [flow]}}}
         return httpx.post(f"{self.prefect}/flow_runs/filter", json=body, timeout=10).json()
@@ -136,6 +146,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
         )
         + app("bad-source", f"        consul: {{address: 'http://127.0.0.1:{closed}', timeout: 2s}}\n")
         + app("filed", f"        file: {targets_file}\n")
+        + app("bad-merge", static_good("bad-merge"))
     )
     log = (tmp / "up.log").open("wb")
     up = subprocess.Popen(
@@ -187,12 +198,32 @@ def test_one_throttled_merge_run_merges_every_pending_app(pipeline: Pipeline) ->
     wait_for("every scraped app merged", lambda: set(GOOD) <= pipeline.merged_apps(), 120, every=1)
     runs = pipeline.flow_runs("merge")
     assert 1 <= len(runs) <= 2, [r["name"] for r in runs]
-    names: set[str] = set()
-    for run in runs:
-        wait_for("the merge run to end", lambda: pipeline._final(run["id"]), 120, every=1)
-        body = {"flow_runs": {"id": {"any_": [run["id"]]}}}
-        names |= {t["name"] for t in httpx.post(f"{pipeline.prefect}/task_runs/filter", json=body, timeout=10).json()}
-    assert {f"merge {app}" for app in GOOD} <= names
+    # No task run per app: each app's artifact says what its merge did.
+    for app in GOOD:
+        artifact = pipeline.artifact(f"merge-{app}")
+        assert artifact["markdown"].startswith(f"# Merge of `{app}`"), artifact
+        assert "| 1 |" in artifact["markdown"]  # one input merged
+
+
+def test_an_app_whose_merge_fails_fails_alone_and_says_why(pipeline: Pipeline) -> None:
+    store = open_store(str(pipeline.blobs))
+    try:
+        store.put("bad-merge/default.pgo", b"not a profile")  # the app's merged profile is corrupt
+    finally:
+        store.close()
+    assert pipeline.run_now(["bad-merge", "good-a"])["state"]["type"] == "COMPLETED"
+    failed = wait_for("a merge run to fail", lambda: pipeline.final_runs("merge", "FAILED"), 180, every=1)
+    message = failed[0]["state"]["message"]
+    assert "failed: bad-merge" in message and "good-a" not in message.split("failed:")[1], message
+    artifact = pipeline.artifact("merge-bad-merge")["markdown"]
+    assert artifact.startswith("# Merge of `bad-merge` failed") and "not a pprof profile" in artifact, artifact
+    assert "\n" not in message
+    store = open_store(str(pipeline.blobs))
+    try:
+        assert store.get("bad-merge/default.pgo") == b"not a profile"  # nothing lost: the upload stays staged
+        assert [info.key for info in store.list("bad-merge/staging/")]
+    finally:
+        store.close()
 
 
 def test_a_target_files_last_good_list_outlives_the_run(pipeline: Pipeline) -> None:
