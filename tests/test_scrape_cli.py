@@ -41,10 +41,10 @@ def url_of(address: str) -> str:
     return f"http://{address}/debug/pprof/profile"
 
 
-def write_config(tmp_path: Path, addresses: list[str], *, api_url: str = "http://127.0.0.1:9", sample_size: int = 3,
+def write_config(tmp_path: Path, addresses: list[str] | list[dict[str, str]], *, api_url: str = "http://127.0.0.1:9", sample_size: int = 3,
                  duration: str = "1s") -> Path:
     path = tmp_path / "autopgo.yaml"
-    static = json.dumps([{"address": a} for a in addresses])
+    static = json.dumps([{"address": a} if isinstance(a, str) else a for a in addresses])
     path.write_text(
         f"api:\n  url: {api_url}\napps:\n  - name: {APP}\n    scrape:\n      every: 5m\n"
         f"      duration: {duration}\n      sample_size: {sample_size}\n      targets:\n        static: {static}\n"
@@ -107,6 +107,18 @@ def test_scrape_output_saves_the_profiles_and_uploads_nothing(
     data = files[0].read_bytes()
     check_cpu_profile(data)
     assert decode(data).duration_nanos < 5e9  # --duration 1s, not the configured 30s
+
+
+@pytest.mark.slow
+def test_output_saves_only_profiles(tmp_path: Path, services: list[harness.Service]) -> None:
+    # The service's /debug/pprof/cmdline answers 200 with its command line, not a profile.
+    cmdline = {"address": services[0].address, "path": "/debug/pprof/cmdline"}
+    config = write_config(tmp_path, [cmdline])
+    out = tmp_path / "profiles"
+    result = autopgo("scrape", APP, "-c", config, "--output", out, cwd=tmp_path)
+    assert (result.returncode, result.stdout, list(out.iterdir())) == (1, "", [])
+    [error] = result.stderr.splitlines()
+    assert error.startswith(f"autopgo scrape: http://{services[0].address}/debug/pprof/cmdline: "), error
 
 
 @pytest.mark.slow
