@@ -53,14 +53,19 @@ def pick(targets: Sequence[Target], sample_size: int, rng: random.Random | None 
     return (rng or random).sample(targets, sample_size)
 
 
+def profile_seconds(duration: timedelta) -> int:
+    """The ``seconds`` a target is asked to profile for: whole seconds, at least one."""
+    return max(1, round(duration.total_seconds()))
+
+
 def fetch_timeout(duration: timedelta) -> float:
     """Seconds a fetch may take: the profile's own duration plus a margin."""
-    return max(1, round(duration.total_seconds())) + FETCH_MARGIN.total_seconds()
+    return profile_seconds(duration) + FETCH_MARGIN.total_seconds()
 
 
 async def fetch_profile(client: httpx.AsyncClient, target: Target, duration: timedelta) -> bytes:
     """One CPU profile from ``target``, profiled for ``duration``; ScrapeError saying why not."""
-    seconds = max(1, round(duration.total_seconds()))
+    seconds = profile_seconds(duration)
     limit = fetch_timeout(duration)
     url = target.url()
     try:
@@ -161,6 +166,7 @@ __all__ = [
     "fetch_timeout",
     "new_client",
     "pick",
+    "profile_seconds",
     "scrape",
     "scrape_async",
 ]
