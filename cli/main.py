@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import pipeline, profiles, remote, server
+from . import pipeline, profiles, remote, server, workpool
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     remote.register(commands)
     server.register(commands)
     pipeline.register(commands)
+    workpool.register(commands)
     return parser
 
 
