@@ -245,3 +245,18 @@ def _seconds_between(a: str, b: str) -> float:
     from datetime import datetime
 
     return (datetime.fromisoformat(b) - datetime.fromisoformat(a)).total_seconds()
+
+
+def test_the_workers_environment_names_the_configuration_absolutely_and_ships_the_domains_logs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flows.worker import environment
+
+    monkeypatch.chdir(tmp_path)
+    env = environment({"PREFECT_LOGGING_EXTRA_LOGGERS": "mine", "OTHER": "kept"}, Path("autopgo.yaml"))
+    assert env == {
+        "PREFECT_LOGGING_EXTRA_LOGGERS": "mine,profiling",
+        "OTHER": "kept",
+        "AUTOPGO_CONFIG": str(tmp_path / "autopgo.yaml"),
+    }
+    assert environment({}, tmp_path / "autopgo.yaml")["PREFECT_LOGGING_EXTRA_LOGGERS"] == "profiling"
