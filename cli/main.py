@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import pipeline, profiles, remote, scrape, server
+from . import pipeline, profiles, remote, scrape, server, workpool
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     server.register(commands)
     pipeline.register(commands)
     scrape.register(commands)
+    workpool.register(commands)
     return parser
 
 

@@ -3,9 +3,11 @@
 Their number does not grow with the fleet: one scrape deployment per distinct
 scrape interval (its runs start every tick and scrape the apps due in it), one
 merge deployment triggered by uploads for every app, throttled as a whole, and
-the delete, sweep and clean deployments. The same set is declared in
-prefect.yaml for `prefect deploy --all` on a shared Prefect server; here it is
-built from autopgo.yaml for `autopgo up`, which serves it from one process.
+the delete, sweep and clean deployments. It is built from autopgo.yaml for
+`autopgo up`, which serves it from one process, and for `autopgo deploy`, which
+registers it on a shared Prefect server for workers (``for_workers``).
+prefect.yaml declares the deployments without a schedule, for `prefect deploy
+--all`; the tests hold them equal to these.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from collections.abc import Coroutine
 from datetime import timedelta
 from typing import Any
 
+from prefect import Flow
 from prefect.client.schemas.schedules import IntervalSchedule
-from prefect.deployments.runner import RunnerDeployment
+from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.events import DeploymentEventTrigger
 from prefect.events.schemas.automations import Posture
 
@@ -94,3 +97,26 @@ def deployments(cfg: Config) -> list[RunnerDeployment]:
     if len(built) != len(out):  # to_deployment gives coroutines inside an event loop
         raise RuntimeError("build the deployments outside an event loop")
     return built
+
+
+# Every flow a deployment of the pipeline runs: what `autopgo deploy` owns on a Prefect server.
+FLOWS: tuple[Flow[..., Any], ...] = (merge, sweep, delete, scrape, scrape_tick, clean)
+
+
+def flow_names() -> frozenset[str]:
+    """The names of the pipeline's flows, as the Prefect server knows them."""
+    return frozenset(f.name for f in FLOWS)
+
+
+def for_workers(deployment: RunnerDeployment) -> RunnerDeployment:
+    """The deployment with its flow found by module path (``flows.merge.merge``), not by file.
+
+    A worker runs the flow from the installed package: a file path is relative to
+    the folder ``deployments`` ran in, which does not exist on a worker machine.
+    """
+    by_name = {f.name: f for f in FLOWS}
+    fn = by_name[deployment.flow_name].fn
+    out = deployment.model_copy(update={"entrypoint": f"{fn.__module__}.{fn.__name__}"})
+    out._entrypoint_type = EntrypointType.MODULE_PATH
+    out._path = None
+    return out
