@@ -88,13 +88,7 @@ class _Renamer:
     def sample(self, s: Sample) -> Sample:
         """``s`` with the guarded callee frames of its leaf location and caller renamed."""
         ids = s.location_ids
-        # The frames the compiler reads, root first: the caller's, then the leaf's, each outermost first.
-        frames = [
-            (pos, i, self._node(loc, i), loc.lines[i].function_id if loc.lines else 0)
-            for pos in range(min(1, len(ids) - 1), -1, -1)
-            for loc in (self.locations[ids[pos]],)
-            for i in range(len(loc.lines) - 1, -1, -1) or (0,)
-        ]
+        frames = self._frames(ids)
         renamed: set[_Node] = set()
         for (_, _, parent, _), (_, _, node, function_id) in zip(frames, frames[1:]):
             if node != parent and function_id in self.guarded:
@@ -113,12 +107,19 @@ class _Renamer:
             new_ids[pos] = self._variant(ids[pos], frozenset(indexes))
         return new_sample((tuple(new_ids), s.values, s.labels))
 
-    def _node(self, loc: Location, i: int) -> _Node:
-        if not loc.lines:
-            return ("", loc.address, 0, 0)
-        line = loc.lines[i]
-        fn = self.functions[line.function_id]
-        return (fn.name, loc.address, fn.start_line, line.line)
+    def _frames(self, ids: tuple[int, ...]) -> list[tuple[int, int, _Node, int]]:
+        """The frames the compiler reads, root first (the caller's, then the leaf's, each outermost
+        first), as (position in ``ids``, line index, graph node, function id or 0)."""
+        frames = []
+        for pos in range(min(1, len(ids) - 1), -1, -1):
+            loc = self.locations[ids[pos]]
+            if not loc.lines:
+                frames.append((pos, 0, ("", loc.address, 0, 0), 0))
+            for i in range(len(loc.lines) - 1, -1, -1):
+                line = loc.lines[i]
+                fn = self.functions[line.function_id]
+                frames.append((pos, i, (fn.name, loc.address, fn.start_line, line.line), fn.id))
+        return frames
 
     def _variant(self, location_id: int, indexes: frozenset[int]) -> int:
         """The id of a copy of the location whose lines at ``indexes`` call the renamed functions."""
