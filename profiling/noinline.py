@@ -3,7 +3,7 @@
 The compiler reads a CPU profile as weighted call edges ``caller -> callee``
 (see ``trim.py``) and inlines the callees of hot edges. It finds a callee by
 its full function name, so a profile can keep a function from being inlined
-by naming it differently, as datadog-pgo does: ``never_inline`` gives every
+by naming it differently: ``guard_never_inline`` gives every
 frame where a guarded function is the callee of such an edge a function of its
 own, named with ``NOINLINE_SUFFIX`` (a ``-`` cannot occur in a Go symbol, so
 the compiler can never match it). Samples are not dropped, so every weight,
