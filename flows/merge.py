@@ -115,7 +115,8 @@ def _merge_apps(store: BlobStore, cfg: Config, apps: Iterable[str], merges: _Mer
     """Merge each app in turn; one that fails is reported in its artifact and does not stop the others."""
     for app in apps:
         try:
-            report = merge_pending(store, app, cfg.app(app).prune)
+            settings = cfg.app(app)
+            report = merge_pending(store, app, settings.prune, never_inline=settings.never_inline)
         except Exception as exc:  # noqa: BLE001 - one app's failure (a store error, a corrupt profile) is its own
             reason = " ".join(str(exc).split()) or type(exc).__name__
             merges.failed[app] = reason

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Sequence
@@ -51,6 +52,7 @@ from .names import (
     time_of,
     tombstone_prefix,
 )
+from .noinline import guard_never_inline
 from .rules import PruneRule, apply_rules
 from .tables import ProfileTables, from_profile, to_profile
 
@@ -180,14 +182,16 @@ def merge_pending(
     max_rounds: int = 100,
     max_decompressed: int = DEFAULT_MAX_DECOMPRESSED,
     recover_after: timedelta = DEFAULT_RECOVER_AFTER,
+    never_inline: Sequence[re.Pattern[str]] = (),
 ) -> MergeReport:
     """Merge every staged upload of ``app``, batch after batch, until none is left.
 
     Returns early if another run owns an open batch: that run drains what is
     staged, including what arrives while it works. An open batch older than
     ``recover_after`` is taken to be left by a run that died, and finished.
+    Functions matching ``never_inline`` are guarded from PGO's inlining (``noinline.py``).
     """
-    run = _Run(store, app, tuple(rules), max_decompressed)
+    run = _Run(store, app, tuple(rules), max_decompressed, tuple(never_inline))
     for _ in range(max_rounds):
         record = run.read_batch()
         if record is not None and record[0].open:
@@ -206,11 +210,19 @@ def merge_pending(
 
 
 class _Run:
-    def __init__(self, store: BlobStore, app: str, rules: tuple[PruneRule, ...], max_decompressed: int) -> None:
+    def __init__(
+        self,
+        store: BlobStore,
+        app: str,
+        rules: tuple[PruneRule, ...],
+        max_decompressed: int,
+        never_inline: tuple[re.Pattern[str], ...] = (),
+    ) -> None:
         self.store = store
         self.app = app
         self.rules = rules
         self.max_decompressed = max_decompressed
+        self.never_inline = never_inline
         self.report = MergeReport(app)
         self._sized = False
 
@@ -296,7 +308,7 @@ class _Run:
         return True
 
     def _encode(self, merger: Merger, batch: Batch) -> bytes:
-        profile = apply_rules(to_profile(merger.result()), self.rules)
+        profile = guard_never_inline(apply_rules(to_profile(merger.result()), self.rules), self.never_inline)
         profile.comments = [
             c for c in profile.comments if not c.startswith((BATCH_COMMENT, SINCE_COMMENT))
         ] + [f"{BATCH_COMMENT}{batch.id}", f"{SINCE_COMMENT}{batch.since}"]

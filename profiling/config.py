@@ -28,6 +28,8 @@ how to prune its merged profile::
         prune:
           - drop: ^runtime\\.
             keep: ^runtime\\.main$
+        never_inline: ['^example\\.com/cache\\.lookup$']   # functions PGO must not inline
+        never_inline_defaults: true      # false: without the built-in list (noinline.py)
 
 Durations are written as in Go (``90s``, ``1.5h``, ``1h30m``; also ``d``) and
 sizes as bytes or with a binary unit (``50000000``, ``64MiB``): see ``units.py``.
@@ -47,7 +49,8 @@ from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .names import is_valid_app_name
-from .rules import PruneRule, read_rules
+from .noinline import BUILTIN_NEVER_INLINE
+from .rules import PruneRule, compile_pattern, read_rules
 from .stores import DEFAULT_BLOB_STORE, StoreURLError, parse_store_url
 from .targets import Target, read_target_list
 from .units import UnitError
@@ -132,6 +135,8 @@ class AppConfig:
     name: str
     scrape: ScrapeConfig | None = None
     prune: tuple[PruneRule, ...] = ()
+    # functions PGO must not inline: the built-in list unless turned off, then the app's own
+    never_inline: tuple[re.Pattern[str], ...] = BUILTIN_NEVER_INLINE
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,7 +293,7 @@ def _apps(setting: Setting, base: Path) -> tuple[AppConfig, ...]:
 
 
 def _app(entry: Setting, base: Path) -> AppConfig | None:
-    if not entry.mapping({"name", "scrape", "prune"}):
+    if not entry.mapping({"name", "scrape", "prune", "never_inline", "never_inline_defaults"}):
         return None
     name = entry.get("name")
     valid = isinstance(name.value, str) and is_valid_app_name(name.value)
@@ -301,8 +306,31 @@ def _app(entry: Setting, base: Path) -> AppConfig | None:
         name.value,
         _scrape(scrape, base) if scrape.value is not None else None,
         read_rules(prune),
+        _never_inline(entry, label),
     )
     return app if valid else None
+
+
+def _never_inline(entry: Setting, label: str) -> tuple[re.Pattern[str], ...]:
+    """The app's ``never_inline`` regexes, after the built-in ones unless ``never_inline_defaults``
+    is false."""
+    defaults = entry.get("never_inline_defaults", True, name=f"{label}: never_inline_defaults")
+    if not isinstance(defaults.value, bool):
+        defaults.fail(f"expected true or false, not {defaults.value!r}")
+    patterns = entry.get("never_inline", name=f"{label}: never_inline")
+    own: list[re.Pattern[str]] = []
+    if patterns.value is not None and not isinstance(patterns.value, list):
+        patterns.fail("expected a list of regular expressions")
+    elif patterns.value is not None:
+        for item in patterns.items():
+            if not isinstance(item.value, str) or not item.value:
+                item.fail(f"expected a non-empty regular expression, not {item.value!r}")
+                continue
+            try:
+                own.append(compile_pattern(item.value, item.name))
+            except ConfigError as exc:
+                item.problems.add("", str(exc), item.line)  # the message names the setting
+    return (*(BUILTIN_NEVER_INLINE if defaults.value is not False else ()), *own)
 
 
 def _scrape(setting: Setting, base: Path) -> ScrapeConfig | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import re
 import subprocess
 import sys
 import threading
@@ -18,10 +19,12 @@ from profiling.codec import encode
 from profiling.deletion import delete_app, has_data, mark_deleted
 from profiling.merge import merge
 from profiling.model import Function, Line, Location, Profile, Sample, ValueType
+from profiling.noinline import NOINLINE_SUFFIX, guard_never_inline
 from profiling.names import merged_key, new_staging_key, rejected_prefix, staging_prefix
 from profiling.rules import PruneRule
 from profiling.stores import open_store
 from profiling.tables import to_profile
+from profiling.trim import pgo_edges
 
 APP = "shop"
 CPU = [ValueType("samples", "count"), ValueType("cpu", "nanoseconds")]
@@ -122,6 +125,24 @@ def test_prune_rules_apply(store) -> None:
     stage(store, 1)
     merge_pending(store, APP, [PruneRule.of(r"^main\.upload")])
     assert counts(merged_profile(store)) == {}
+
+
+def test_never_inline_guard_applies_at_every_merge_once(store) -> None:
+    """Each merge guards what it writes; merging into a guarded profile renames nothing twice."""
+    guard = [re.compile(r"^main\.upload")]
+    for n in range(3):
+        stage(store, n)
+    merge_pending(store, APP, never_inline=guard)
+    for n in range(3, 5):
+        stage(store, n)
+    merge_pending(store, APP, never_inline=guard)
+
+    merged = merged_profile(store)
+    names = sorted(fn.name for fn in merged.functions)
+    assert names == ["main.main", *sorted(f"main.upload{n}{NOINLINE_SUFFIX}" for n in range(5))]
+    in_one_go = guard_never_inline(merge([upload_profile(n) for n in range(5)]), guard)
+    assert pgo_edges(merged).weights == pgo_edges(in_one_go).weights
+    assert counts(merged) == {f"main.upload{n}{NOINLINE_SUFFIX}": 1 for n in range(5)}
 
 
 CRASH_DRIVER = """

@@ -22,6 +22,7 @@ from profiling.config import (
     parse_duration,
 )
 from profiling.errors import ConfigError
+from profiling.noinline import BUILTIN_NEVER_INLINE
 from profiling.rules import PruneRule
 
 FULL = """\
@@ -183,6 +184,56 @@ def test_section_defaults(tmp_path: Path) -> None:
         every=timedelta(minutes=5), duration=timedelta(seconds=30), sample_size=3, targets=TargetsConfig()
     )
     assert config.app("b") == AppConfig("b")
+
+
+NEVER_INLINE = """\
+apps:
+  - name: own
+    never_inline:
+      - ^example\\.com/cache\\.\\(\\*LRU\\)\\.get$
+      - ^main\\.hot
+  - name: own-only
+    never_inline: ['^main\\.hot$']
+    never_inline_defaults: false
+  - name: none
+    never_inline_defaults: false
+  - name: defaults
+    never_inline: null
+"""
+
+
+def test_never_inline_adds_to_the_built_in_list_unless_turned_off(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, NEVER_INLINE))
+    own = config.app("own").never_inline
+    assert own[: len(BUILTIN_NEVER_INLINE)] == BUILTIN_NEVER_INLINE
+    assert [rx.pattern for rx in own[len(BUILTIN_NEVER_INLINE) :]] == [r"^example\.com/cache\.\(\*LRU\)\.get$", r"^main\.hot"]
+    assert own[-2].search("example.com/cache.(*LRU).get") and own[-1].search("main.hotter")  # searched, as prune's
+    assert [rx.pattern for rx in config.app("own-only").never_inline] == [r"^main\.hot$"]
+    assert config.app("none").never_inline == ()
+    assert config.app("defaults").never_inline == BUILTIN_NEVER_INLINE
+    # Apps without an entry, or without the keys, get the built-in list.
+    assert config.app("not-listed").never_inline == BUILTIN_NEVER_INLINE
+    assert AppConfig("x").never_inline == BUILTIN_NEVER_INLINE
+
+
+def test_the_built_in_list_matches_the_full_go_names_only() -> None:
+    def guarded(name: str) -> bool:
+        return any(rx.search(name) for rx in BUILTIN_NEVER_INLINE)
+
+    assert guarded("google.golang.org/grpc/internal/transport.(*loopyWriter).processData")
+    assert guarded("runtime.gopark")
+    for name in ("runtime.goparkunlock", "runtime.gopark.func1", "xruntime.gopark",
+                 "google.golang.org/grpc/internal/transport.(*loopyWriter).processDataFrame",
+                 "google.golang.org/grpc/internal/transport.loopyWriter.processData"):
+        assert not guarded(name), name
+
+
+def test_bad_never_inline_regex_names_the_file_line_and_setting(tmp_path: Path) -> None:
+    path = write(tmp_path, "apps:\n  - name: a\n    never_inline:\n      - ok\n      - '(unclosed'\n")
+    assert expect_error(path) == (
+        f"{path}:5: app a: never_inline[1]: bad regular expression '(unclosed':"
+        " missing ), unterminated subpattern at position 0"
+    )
 
 
 def test_clean_larger_than_alone_and_zero_as_on_the_command_line(tmp_path: Path) -> None:
@@ -347,6 +398,12 @@ BAD = [
     ("prune-unknown-key", "apps: [{name: a, prune: [{dorp: x}]}]\n", ["app a: prune", "dorp"]),
     ("prune-not-list", "apps: [{name: a, prune: {drop: x}}]\n", ["app a: prune"]),
     ("prune-no-drop", "apps: [{name: a, prune: [{keep: x}]}]\n", ["app a: prune", "drop"]),
+    ("never-inline-bad-regex", "apps: [{name: a, never_inline: ['[z-a]']}]\n", ["app a: never_inline[0]", "bad regular"]),
+    ("never-inline-not-list", "apps: [{name: a, never_inline: '^x$'}]\n", ["app a: never_inline", "list"]),
+    ("never-inline-number", "apps: [{name: a, never_inline: [5]}]\n", ["app a: never_inline[0]", "5"]),
+    ("never-inline-empty", "apps: [{name: a, never_inline: ['']}]\n", ["app a: never_inline[0]"]),
+    ("never-inline-defaults-str", "apps: [{name: a, never_inline_defaults: 'no'}]\n", ["app a: never_inline_defaults"]),
+    ("never-inline-typo", "apps: [{name: a, never_inlined: [x]}]\n", ["apps[0]", "never_inlined"]),
     ("api-not-mapping", "api: http://127.0.0.1:8080\n", ["api"]),
     ("api-unknown-key", "api: {uri: http://x}\n", ["api", "uri"]),
     ("api-token-number", "api: {token: 12345}\n", ["api.token"]),

@@ -71,6 +71,7 @@ def test_the_configuration_example_loads(tmp_path: Path) -> None:
     checkout = config.app("checkout")
     assert checkout.scrape is not None and checkout.scrape.targets.file == tmp_path / "targets.yaml"
     assert len(checkout.prune) == 1
+    assert [rx.search("example.com/cache.(*LRU).get") is not None for rx in checkout.never_inline] == [False, False, True]
 
 
 def test_the_configuration_error_example_is_what_autopgo_says(tmp_path: Path) -> None:
