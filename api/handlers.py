@@ -39,6 +39,7 @@ from profiling.errors import BlobNotFoundError, BlobStoreError, PreconditionFail
 from profiling.events import DELETED, UPLOADED, Event, EventError, EventSink
 from profiling.deletion import has_data, mark_deleted
 from profiling.etags import content_etag
+from profiling.measurement import size_label
 from profiling.trim import trim_for_pgo
 
 from .conditional import http_date, is_conditional, not_modified, rfc3339
@@ -213,7 +214,7 @@ class ProfileApi:
         except ProfileError as exc:
             message = f"the merged profile of {app!r} cannot be trimmed for PGO: {exc}"
             raise ApiError(HTTPStatus.CONFLICT, message) from None
-        log.info("trimmed %s (etag %s): %d -> %d bytes", key, info.etag, info.size, len(trimmed))
+        log.info("trimmed %s (etag %s): %s -> %s", key, info.etag, size_label(info.size), size_label(len(trimmed)))
         return Trimmed(info.etag, info.last_modified, trimmed, content_etag(trimmed))
 
     def _stat_visible(self, app: str, key: str) -> BlobInfo:

@@ -7,6 +7,7 @@ equals google/pprof's merge of what was scraped, `go build -pgo` on it, then a d
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -152,6 +153,10 @@ apps:
                 60,
             )
             assert "Top functions" in artifacts[0]["data"] and "inputs merged" in artifacts[0]["data"]
+            top = artifacts[0]["data"].split("Top functions", 1)[1]
+            # flat and cum as pprof prints them (0.01s), never raw nanoseconds
+            assert re.search(r"^\| [0-9.]+(ns|us|ms|s|hrs) \| [0-9.]+(ns|us|ms|s|hrs) \| `", top, re.M), top
+            assert not re.search(r"\| \d{5,} \|", top), top
 
             binary = harness.build_service(tmp_path, pgo=downloaded)
             assert "-pgo=" in harness.go("version", "-m", str(binary))
