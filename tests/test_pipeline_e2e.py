@@ -101,14 +101,16 @@ apps:
 """
         )
         env = {**os.environ, "PREFECT_API_URL": prefect}
-        up = subprocess.Popen(
-            [str(Path(sys.executable).parent / "autopgo"), "up", "-c", str(config), "--data", str(data),
-             "--prefect-port", str(prefect_port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        up_log = tmp_path / "up.log"  # what `autopgo up` and its children log, at the default level
+        with up_log.open("wb") as log_file:
+            up = subprocess.Popen(
+                [str(Path(sys.executable).parent / "autopgo"), "up", "-c", str(config), "--data", str(data),
+                 "--prefect-port", str(prefect_port)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=log_file,
+                start_new_session=True,
+            )
         try:
             wait_for("the API", lambda: healthy(f"{api}/api/ready"), 120)
             deployment = wait_for(
@@ -172,6 +174,10 @@ apps:
         finally:
             status = stop_group(up)
     assert status == 0
+    log = up_log.read_text(errors="replace")
+    assert "started flows" in log and "Task run 'merge " in log, log[-3000:]
+    # no line per HTTP request sent: readiness checks, events, scrapes, uploads
+    assert [line for line in log.splitlines() if "HTTP Request:" in line] == []
     assert wait_for("no process left behind", lambda: not processes_using(str(data)), 20) is True
 
 
