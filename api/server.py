@@ -337,6 +337,7 @@ def create_server(config: ServerConfig) -> ApiServer:
             targets_every=config.targets_every,
         )
         undo.callback(api.checker.close)
+        undo.callback(api.target_health.close)
         try:
             server = ApiServer(
                 (config.host, config.port),
