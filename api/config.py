@@ -14,6 +14,7 @@ from profiling.stores import DEFAULT_BLOB_STORE
 from profiling.units import parse_duration
 
 from .limits import Limits
+from .targethealth import DEFAULT_EVERY
 
 EVENT_SINKS = ("prefect", "log")
 
@@ -65,6 +66,7 @@ class ServerConfig:
     events: EventsConfig = field(default_factory=EventsConfig)
     read_timeout: float = 30.0  # seconds a connection may stay silent
     pipeline_config: str | None = None  # autopgo.yaml: its apps' target sources show in /api/health
+    targets_every: float = DEFAULT_EVERY  # seconds between two listings of each target source, for /api/health
 
 
 def default_workers(cpus: int | None = None) -> int:

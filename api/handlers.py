@@ -39,6 +39,7 @@ from profiling.errors import BlobNotFoundError, BlobStoreError, PreconditionFail
 from profiling.events import DELETED, UPLOADED, Event, EventError, EventSink
 from profiling.deletion import has_data, mark_deleted
 from profiling.etags import content_etag
+from profiling.measurement import size_label
 from profiling.trim import trim_for_pgo
 
 from .conditional import http_date, is_conditional, not_modified, rfc3339
@@ -46,6 +47,7 @@ from .errors import ApiError, bad_request, not_found, unavailable
 from .limits import Limits
 from .messages import OCTET_STREAM, Request, Response, json_response
 from .routing import Route, Router
+from .targethealth import DEFAULT_EVERY, TargetHealth
 from .trimcache import TrimCache, Trimmed
 from .validation import stored_form
 from .versions import PerVersion
@@ -72,10 +74,12 @@ class ProfileApi:
         workers: int = 0,
         trim_cache: TrimCache | None = None,
         target_sources: Mapping[str, TargetSource] | None = None,
+        targets_every: float = DEFAULT_EVERY,
     ) -> None:
         self.store = store
         self.sink = sink
-        self.target_sources = dict(target_sources or {})  # app -> its target source, for /api/health
+        # app -> its target source, listed in the background every targets_every seconds for /api/health
+        self.target_health = TargetHealth(target_sources or {}, every=targets_every)
         self.limits = limits or Limits()
         self.accept_any_profile = accept_any_profile
         self.checker = ProfileChecker(
@@ -85,6 +89,7 @@ class ProfileApi:
         self.content_tags: PerVersion[str] = PerVersion(_MAX_TAGGED_APPS)  # ETags of merged profiles
         self.visibility = Visibility(store, max(self.limits.max_decompressed, DEFAULT_MAX_DECOMPRESSED))
         self.stopping = threading.Event()  # set when the server drains; /api/ready then says 503
+        self.target_health.start()
         self.router = Router(
             [
                 Route("/api/profile", {"GET": self.list_profiles}),
@@ -213,7 +218,7 @@ class ProfileApi:
         except ProfileError as exc:
             message = f"the merged profile of {app!r} cannot be trimmed for PGO: {exc}"
             raise ApiError(HTTPStatus.CONFLICT, message) from None
-        log.info("trimmed %s (etag %s): %d -> %d bytes", key, info.etag, info.size, len(trimmed))
+        log.info("trimmed %s (etag %s): %s -> %s", key, info.etag, size_label(info.size), size_label(len(trimmed)))
         return Trimmed(info.etag, info.last_modified, trimmed, content_etag(trimmed))
 
     def _stat_visible(self, app: str, key: str) -> BlobInfo:
@@ -270,7 +275,7 @@ class ProfileApi:
     # ------------------------------------------------------------------ probes
 
     def health(self, request: Request) -> Response:
-        """Each dependency's status; 503 when one is down."""
+        """Each dependency's status, 503 when one is down; each app's target source as last listed (never waited on)."""
         checks: list[tuple[str, Callable[[], None]]] = [("blobStore", self.store.check), ("events", self.sink.check)]
         results: list[dict[str, Any]] = []
         for name, check in checks:
@@ -283,28 +288,11 @@ class ProfileApi:
             else:
                 results.append({"name": name, "status": "ok"})
         down = [r["name"] for r in results if r["status"] != "ok"]
-        targets = self._target_health()
+        targets = self.target_health.report()
         if down:
             body = {"status": "down", "message": f"unavailable: {', '.join(down)}", "dependencies": results}
             return json_response(HTTPStatus.SERVICE_UNAVAILABLE, {**body, "targets": targets})
         return json_response(HTTPStatus.OK, {"status": "ok", "dependencies": results, "targets": targets})
-
-    def _target_health(self) -> list[dict[str, Any]]:
-        """Whether each app's target source (of any kind: file, static, Kubernetes, Consul,
-        Nomad) can list its targets now.
-
-        Reported, not counted as down: uploads and downloads work without them.
-        """
-        out = []
-        for app, source in sorted(self.target_sources.items()):
-            entry = {"app": app, "source": source.kind}
-            try:
-                source.check()
-            except Exception as exc:  # noqa: BLE001 - reported as is
-                out.append({**entry, "status": "down", "message": " ".join(str(exc).split())})
-            else:
-                out.append({**entry, "status": "ok"})
-        return out
 
     def ready(self, request: Request) -> Response:
         """200 while the server takes requests, 503 once it drains for shutdown."""
@@ -314,6 +302,7 @@ class ProfileApi:
 
     def close(self) -> None:
         """Release the workers, the sink and the store (after the last request)."""
+        self.target_health.close()
         for resource in (self.checker, self.sink, self.store):
             try:
                 resource.close()

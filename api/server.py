@@ -334,8 +334,10 @@ def create_server(config: ServerConfig) -> ApiServer:
             accept_any_profile=config.accept_any_profile,
             workers=config.workers,
             target_sources=_target_sources(config.pipeline_config),
+            targets_every=config.targets_every,
         )
         undo.callback(api.checker.close)
+        undo.callback(api.target_health.close)
         try:
             server = ApiServer(
                 (config.host, config.port),

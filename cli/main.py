@@ -7,6 +7,8 @@ pay for loading the whole pipeline.
 from __future__ import annotations
 
 import argparse
+import os
+import select
 import sys
 from collections.abc import Sequence
 
@@ -32,10 +34,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.run(args) or 0
+        code = args.run(args) or 0
+        sys.stdout.flush()  # a closed pipe shows up here rather than at exit, where it cannot be handled
+        return code
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # noqa: BLE001 - every failure is one line for the user
+        if isinstance(exc, BrokenPipeError) and _stdout_closed():
+            # The reader has gone, as with `autopgo inspect FILE | head -1`: stop quietly, as Unix tools do.
+            _silence_stdout()
+            return 0
         from profiling.client import ClientError
         from profiling.errors import BlobStoreError, ConfigError, ProfileError
 
@@ -46,6 +54,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"autopgo {args.command}: {line}", file=sys.stderr)
             return 1
         raise
+
+
+def _stdout_closed() -> bool:
+    """Whether standard output is a pipe or socket whose reader has gone (poll reports an error on it)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no file descriptor (a test's capture) or no poll
+        return False
+
+
+def _silence_stdout() -> None:
+    """Point standard output at /dev/null, so the interpreter's final flush does not fail again.
+
+    Python's documented recipe for SIGPIPE: without it, Python reports the broken pipe once more
+    when it flushes standard output on the way out.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _version() -> str:

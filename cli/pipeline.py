@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from profiling.logs import LOG_LEVEL_ENV, LOG_LEVELS
+
 
 def register(commands: argparse._SubParsersAction) -> None:
     up = commands.add_parser(
@@ -21,6 +23,9 @@ def register(commands: argparse._SubParsersAction) -> None:
                     help="folder for the Prefect database (env AUTOPGO_DATA; default ./data)")
     up.add_argument("--prefect-port", type=int, default=int(os.environ.get("AUTOPGO_PREFECT_PORT", "4200")),
                     help="port of the local Prefect server and UI (env AUTOPGO_PREFECT_PORT; default 4200)")
+    up.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, metavar="LEVEL",
+                    help=f"{', '.join(LOG_LEVELS)}, also of the API and the flow server; DEBUG adds a line per "
+                    f"HTTP request they send (env {LOG_LEVEL_ENV}; default INFO)")
     up.set_defaults(run=run_up)
 
     clean = commands.add_parser(
@@ -40,16 +45,19 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_up(args: argparse.Namespace) -> int:
-    import logging
-
     from flows.embedded import run
     from profiling.config import find_config
+    from profiling.logs import configure_logging, parse_log_level
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        level = args.log_level or parse_log_level(os.environ.get(LOG_LEVEL_ENV) or "INFO")
+    except ValueError as exc:
+        raise ValueError(f"{LOG_LEVEL_ENV}: {exc}") from None
+    configure_logging(level)
     config, config_path = find_config(args.config)
     if config_path is None:
         print("autopgo up: no autopgo.yaml here; running with defaults (no scrape schedules)", file=sys.stderr)
-    return run(config, config_path, Path(args.data).resolve(), args.prefect_port)
+    return run(config, config_path, Path(args.data).resolve(), args.prefect_port, log_level=level)
 
 
 def run_clean(args: argparse.Namespace) -> int:

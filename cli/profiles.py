@@ -142,26 +142,17 @@ def run_inspect(args: argparse.Namespace) -> int:
     out = sys.stdout
     out.write(f"Sample types: {', '.join(s.sample_types) or 'none'}\n")
     out.write(f"Period:       {s.period}\n")
-    out.write(f"Duration:     {s.duration_seconds:.2f}s\n")
+    out.write(f"Duration:     {s.duration}\n")
     out.write(
         f"Samples:      {s.samples}   Locations: {s.locations}   "
         f"Functions: {s.functions}   Mappings: {s.mappings}\n"
     )
     if not s.top:
         return 0
-    out.write(f"Top functions by flat {s.value_type} (total {s.total}):\n")
+    out.write(f"Top functions by flat {s.value_type} (total {s.total_label}):\n")
     rows = [("flat", "flat%", "sum%", "cum", "cum%", "function")]
-    running = 0
-    for fc in s.top:
-        running += fc.flat
-        rows.append(
-            (str(fc.flat), _pct(fc.flat, s.total), _pct(running, s.total), str(fc.cum), _pct(fc.cum, s.total), fc.name)
-        )
+    rows += [(fc.flat_label, fc.flat_percent, fc.sum_percent, fc.cum_label, fc.cum_percent, fc.name) for fc in s.top]
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for r in rows:
         out.write("  ".join(c.rjust(w) for c, w in zip(r[:5], widths)) + "  " + r[5] + "\n")
     return 0
-
-
-def _pct(part: int, total: int) -> str:
-    return f"{100 * part / total:.2f}%" if total else "-"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -17,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from profiling.config import Config
 
+from profiling.logs import LOG_LEVEL_ENV, LOG_LEVELS, parse_log_level
 from profiling.stores import DEFAULT_BLOB_STORE
 
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,13 +54,6 @@ def _workers(text: str) -> int:
     return workers
 
 
-def _log_level(text: str) -> str:
-    level = text.strip().upper()
-    if level not in LOG_LEVELS:
-        raise ValueError(f"unknown log level {text!r}: use one of {', '.join(LOG_LEVELS)}")
-    return level
-
-
 def _switch(text: str) -> bool:
     return text.strip().lower() in ("1", "true", "yes", "on")
 
@@ -72,7 +64,7 @@ SETTINGS = (
     Setting("blob_store", "--blob-store", "AUTOPGO_BLOB_STORE", DEFAULT_BLOB_STORE, key="blob_store"),
     Setting("token", "--token", "AUTOPGO_API_TOKEN", None, key="api.token", secret=True),
     Setting("protect_reads", "--protect-reads", "AUTOPGO_PROTECT_READS", False, key="api.protect_reads", parse=_switch),
-    Setting("log_level", "--log-level", "AUTOPGO_LOG_LEVEL", "INFO", parse=_log_level),
+    Setting("log_level", "--log-level", LOG_LEVEL_ENV, "INFO", parse=parse_log_level),
     Setting("max_body", "--max-body", "AUTOPGO_MAX_BODY", "64MiB"),
     Setting("max_decompressed", "--max-decompressed", "AUTOPGO_MAX_DECOMPRESSED", "512MiB"),
     Setting("accept_any_profile", "--accept-any-profile", "AUTOPGO_ACCEPT_ANY_PROFILE", False, parse=_switch),
@@ -110,7 +102,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "(AUTOPGO_PROTECT_READS; api.protect_reads; default off)",
     )
     server.add_argument(
-        "--log-level", type=_argument(_log_level), help=f"{', '.join(LOG_LEVELS)} (AUTOPGO_LOG_LEVEL; default INFO)"
+        "--log-level", type=_argument(parse_log_level), help=f"{', '.join(LOG_LEVELS)} (AUTOPGO_LOG_LEVEL; default INFO)"
     )
     server.add_argument(
         "--max-body",
@@ -216,15 +208,14 @@ def run_server(args: argparse.Namespace) -> int:
     from api.server import create_server, serve
     from profiling.config import load_config
     from profiling.errors import BlobStoreError, ConfigError
+    from profiling.logs import configure_logging
     from profiling.stores import parse_store_url
     from profiling.units import parse_size
 
     file_config = load_config(args.config) if args.config else None
     chosen = choose_settings(vars(args), os.environ, file_config, args.config)
     value = {name: c.value for name, c in chosen.items()}
-    logging.basicConfig(
-        level=value["log_level"], format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    configure_logging(value["log_level"])
     config = ServerConfig(
         host=value["host"],
         port=value["port"],

@@ -32,6 +32,7 @@ from pathlib import Path
 import httpx
 
 from profiling.config import Config
+from profiling.logs import LOG_LEVEL_ENV
 
 from .settings import CONFIG_ENV, STATE_ENV
 
@@ -230,6 +231,7 @@ class Embedded:
     config_path: Path | None  # None: the defaults, no file
     data_dir: Path
     prefect_port: int = 4200
+    log_level: str = "INFO"  # of the API and the flow server, which read it from LOG_LEVEL_ENV
 
     @property
     def prefect_url(self) -> str:
@@ -252,6 +254,7 @@ class Embedded:
             # Show the domain's own log lines in the Prefect UI with the flow run's.
             PREFECT_LOGGING_EXTRA_LOGGERS="profiling",
         )
+        env[LOG_LEVEL_ENV] = self.log_level
         env[STATE_ENV] = str(self.data_dir / "state")
         if self.config_path is not None:
             env[CONFIG_ENV] = str(self.config_path)
@@ -320,11 +323,13 @@ def _group_gone(pgid: int, timeout: float) -> bool:
         time.sleep(0.05)
 
 
-def run(config: Config, config_path: Path | None, data_dir: Path, prefect_port: int = 4200) -> int:
+def run(
+    config: Config, config_path: Path | None, data_dir: Path, prefect_port: int = 4200, *, log_level: str = "INFO"
+) -> int:
     """Run the embedded pipeline until Ctrl-C or SIGTERM (0) or until a child is given up on (1)."""
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    pipeline = Embedded(config, config_path, data_dir, prefect_port)
+    pipeline = Embedded(config, config_path, data_dir, prefect_port, log_level)
     supervisor = Supervisor(pipeline.children())
     try:
         supervisor.start(stop)

@@ -30,6 +30,7 @@ from profiling.batches import MergeReport, find_pending, merge_pending
 from profiling.blobs import BlobStore
 from profiling.config import Config
 from profiling.deletion import delete_app, needs_cleanup
+from profiling.measurement import size_label
 from profiling.summary import summarize
 
 from . import settings
@@ -141,13 +142,13 @@ def _publish(report: MergeReport) -> None:
     """Log and publish what the run did as a Prefect artifact, so the UI shows it."""
     log = get_run_logger()
     log.info(
-        "%s: %d batches, %d uploads merged, %d rejected, %d -> %d bytes",
+        "%s: %d batches, %d uploads merged, %d rejected, %s -> %s",
         report.app,
         report.batches,
         len(report.merged),
         len(report.rejected),
-        report.size_before,
-        report.size_after,
+        size_label(report.size_before),
+        size_label(report.size_after),
     )
     lines = [
         f"# Merge of `{report.app}`",
@@ -161,5 +162,5 @@ def _publish(report: MergeReport) -> None:
     if report.profile is not None and report.profile.samples:
         summary = summarize(report.profile, top=10)
         lines += ["", f"## Top functions by flat {summary.value_type}", "", "| flat | cum | function |", "| --- | --- | --- |"]
-        lines += [f"| {fc.flat} | {fc.cum} | `{fc.name}` |" for fc in summary.top]
+        lines += [f"| {fc.flat_label} | {fc.cum_label} | `{fc.name}` |" for fc in summary.top]
     create_markdown_artifact(key=f"merge-{report.app}", markdown="\n".join(lines), description="what the merge did")

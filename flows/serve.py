@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import logging
+import os
 
 from prefect import serve
+
+from profiling.logs import LOG_LEVEL_ENV, configure_logging, parse_log_level
 
 from . import settings
 from .deployments import deployments
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(parse_log_level(os.environ.get(LOG_LEVEL_ENV) or "INFO"))
     serve(*deployments(settings.config()), print_starting_message=True)
 
 

@@ -956,6 +956,23 @@ def test_server_command_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
     assert (tmp_path / "blobs").is_dir()
 
 
+@pytest.mark.parametrize("level", ["INFO", "DEBUG"])
+def test_server_logs_no_http_client_requests_unless_debug(tmp_path: Path, level: str) -> None:
+    """httpx logs every request it sends at INFO: an event per upload would fill the log."""
+    with fake_prefect() as prefect:
+        args = ["--blob-store", f"file://{tmp_path}/blobs", "--events", "prefect", "--prefect-api-url", prefect.api_url]
+        with ServerProcess([*args, "--log-level", level]) as proc:
+            for _ in range(3):
+                assert httpx.post(f"{proc.url}/api/profile/svc", content=CPU).status_code == 201
+            proc.terminate()
+            assert proc.wait(15) == 0
+            log = proc.stderr()
+    assert len(prefect.posted) == 3
+    assert '"POST /api/profile/svc" 201' in log  # the server's own access log stays
+    requests = [line for line in log.splitlines() if "HTTP Request: POST" in line]
+    assert len(requests) == (3 if level == "DEBUG" else 0), log
+
+
 @pytest.mark.parametrize("to", ["process", "group"])
 def test_sigterm_lets_an_inflight_upload_finish(tmp_path: Path, to: str) -> None:
     """SIGTERM to the server, or to its whole process group (its validation workers too)."""

@@ -301,13 +301,24 @@ def test_inspect_prints_types_counts_and_top(tmp_path: Path, capsys: pytest.Capt
     code, out, err = run(capsys, "inspect", a)
     assert (code, err) == (0, "")
     assert "Sample types: samples/count, cpu/nanoseconds" in out
-    assert re.search(r"Duration:\s+10\.00s", out), out
+    assert re.search(r"Period:\s+10ms \(cpu/nanoseconds\)", out), out
+    assert re.search(r"Duration:\s+10s\n", out), out
     assert re.search(r"Samples:\s+2\s+Locations: 3\s+Functions: 4\s+Mappings: 1", out), out
-    assert re.search(r"Top functions by flat cpu/nanoseconds \(total 40000000\)", out), out
+    assert re.search(r"Top functions by flat cpu/nanoseconds \(total 40ms\)", out), out
     rows = {line.split()[-1]: line.split()[:-1] for line in out.splitlines() if line.endswith(("main.leaf", "main.main"))}
-    # flat, flat%, sum%, cum, cum%
-    assert rows["main.leaf"] == ["30000000", "75.00%", "75.00%", "30000000", "75.00%"]
-    assert rows["main.main"][0] == "0" and rows["main.main"][3:] == ["40000000", "100.00%"]
+    # flat, flat%, sum%, cum, cum%: as go tool pprof -top prints them (tests/test_measurement.py compares)
+    assert rows["main.leaf"] == ["30ms", "75.00%", "75.00%", "30ms", "75.00%"]
+    assert rows["main.main"] == ["0", "0%", "100%", "40ms", "100%"]
+
+
+def test_inspect_prints_sizes_as_pprof_does(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = write(tmp_path / "a.pb.gz", heap_profile())
+    code, out, err = run(capsys, "inspect", a)
+    assert (code, err) == (0, "")
+    assert re.search(r"Period:\s+512kB \(space/bytes\)", out), out
+    assert re.search(r"Top functions by flat alloc_space/bytes \(total 4kB\)", out), out
+    leaf = next(line.split() for line in out.splitlines() if line.endswith("main.leaf"))
+    assert leaf == ["3kB", "75.00%", "75.00%", "3kB", "75.00%", "main.leaf"]
 
 
 def test_inspect_top_n(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,6 +12,8 @@ from apiserver import RecordingSink, thread_server
 
 from cli.main import main
 from profiling.codec import decode, encode
+from profiling.model import Function, Line, Location, Profile, Sample, ValueType
+from profiling.names import merged_key
 from profiling.stores import open_store
 from sample_profiles import cpu_profile
 
@@ -149,3 +151,57 @@ def test_upload_takes_several_files(tmp_path: Path, profile: Path, capsys: pytes
 def test_upload_reads_standard_input_once(profile: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "upload", "--app", "svc", "-", "-")
     assert (code, err) == (1, "autopgo upload: standard input can be read only once\n")
+
+
+# --------------------------------------------------------------------------- closed pipes
+
+
+def wide_profile(functions: int) -> Profile:
+    """A CPU profile of ``functions`` leaf functions, one sample each: ``inspect -n`` lists them all."""
+    names = [f"example.com/some/long/package/path.handler{i:05d}" for i in range(functions)]
+    return Profile(
+        sample_types=[ValueType("samples", "count"), ValueType("cpu", "nanoseconds")],
+        samples=[Sample((i + 1,), (i + 1, (i + 1) * 10_000_000)) for i in range(functions)],
+        locations=[Location(i + 1, 0, 0, (Line(i + 1, 10),)) for i in range(functions)],
+        functions=[Function(i + 1, name, name, "handler.go", 1) for i, name in enumerate(names)],
+        duration_nanos=10_000_000_000,
+        period_type=ValueType("cpu", "nanoseconds"),
+        period=10_000_000,
+    )
+
+
+def read_one_line_and_close(argv: list[str], cwd: Path) -> tuple[int, bytes, str]:
+    """Run ``autopgo argv`` as ``... | head -1`` would: read a line of its output, close the pipe, wait.
+
+    The output must be larger than a pipe's buffer and Python's, so that the command is still
+    writing when the pipe closes.
+    """
+    with subprocess.Popen(
+        [str(AUTOPGO), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd
+    ) as process:
+        assert process.stdout is not None and process.stderr is not None
+        first = process.stdout.readline()
+        process.stdout.close()
+        err = process.stderr.read().decode()
+        return process.wait(timeout=60), first, err
+
+
+def test_inspect_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    path = tmp_path / "wide.pb.gz"
+    path.write_bytes(encode(wide_profile(3000)))
+    code, first, err = read_one_line_and_close(["inspect", "-n", "3000", str(path)], tmp_path)
+    assert first.startswith(b"Sample types: ")
+    assert (code, err) == (0, "")
+
+
+def test_clean_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    store = open_store(str(tmp_path / "blobs"))
+    try:
+        for i in range(2000):
+            store.put(merged_key(f"app-{i:04d}"), b"x")
+    finally:
+        store.close()
+    argv = ["clean", "--blob-store", str(tmp_path / "blobs"), "--larger-than", "0", "--dry-run"]
+    code, first, err = read_one_line_and_close(argv, tmp_path)
+    assert first.startswith(b"would remove app-")
+    assert (code, err) == (0, "")

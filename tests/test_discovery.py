@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from processes import wait_for
 from profiling.discovery.sources import SourceCache
 from fakeapis import (
     Certs,
@@ -599,18 +600,29 @@ def test_api_health_reports_each_apps_target_source(tmp_path: Path) -> None:
         "    scrape: {targets: {file: torn.yaml}}\n"
         "  - name: uploads-only\n"
     )
-    server = create_server(ServerConfig(port=0, blob_store=f"file://{tmp_path / 'blobs'}", pipeline_config=str(config)))
+    blobs = f"file://{tmp_path / 'blobs'}"
+    server = create_server(ServerConfig(port=0, blob_store=blobs, pipeline_config=str(config), targets_every=0.2))
     thread = __import__("threading").Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         body = httpx.get(f"{server.url}/api/health", timeout=10).json()
-        (tmp_path / "bad.yaml").write_text("[{address: '127.0.0.1:2'}]\n")  # fixed: ok at the next look
-        fixed = httpx.get(f"{server.url}/api/health", timeout=10).json()["targets"]
+        (tmp_path / "bad.yaml").write_text("[{address: '127.0.0.1:2'}]\n")  # fixed: ok at the next listing
+
+        def wrong_listed() -> dict[str, Any] | None:
+            entries = httpx.get(f"{server.url}/api/health", timeout=10).json()["targets"]
+            return next((t for t in entries if t["app"] == "wrong" and t["status"] == "ok"), None)
+
+        fixed = wait_for("the fixed target file listed", wrong_listed, 10, every=0.1)
     finally:
         server.shutdown()
         server.server_close()
+        server.api.close()
     assert body["status"] == "ok"
+    first_checked = {t["app"]: t["checkedAt"] for t in body["targets"]}
     targets = {t.pop("app"): t for t in body["targets"]}
+    for t in targets.values():  # when each was listed, and last listed its targets
+        assert "checkedAt" in t and ("lastOk" in t) == (t["status"] == "ok"), t
+        t.pop("checkedAt"), t.pop("lastOk", None)
     assert list(targets) == ["fixed", "listed", "missing", "shop", "torn", "wrong"]  # by name; no source, no entry
     assert targets["fixed"] == {"source": "static", "status": "ok"}
     assert targets["listed"] == {"source": "file", "status": "ok"}
@@ -629,4 +641,69 @@ def test_api_health_reports_each_apps_target_source(tmp_path: Path) -> None:
     assert targets["shop"]["source"] == "consul" and targets["shop"]["status"] == "down"
     assert "127.0.0.1:9" in targets["shop"]["message"]
     assert all("\n" not in t.get("message", "") for t in targets.values())
-    assert [t["status"] for t in fixed if t["app"] == "wrong"] == ["ok"]
+    assert fixed["lastOk"] == fixed["checkedAt"] > first_checked["wrong"]
+
+
+def test_api_health_answers_at_once_while_a_target_source_hangs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A source that stops answering leaves /api/health fast: it reports the source stale, with the
+    time it last listed its targets; one that never answered is unknown. Neither probe asks a source."""
+    import threading
+
+    import httpx
+
+    from api.config import ServerConfig
+    from api.server import create_server
+
+    for name in ("CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN_FILE", "CONSUL_HTTP_ADDR", "CONSUL_HTTP_SSL", "CONSUL_CACERT"):
+        monkeypatch.delenv(name, raising=False)
+    answering, silent = FakeConsul(CONSUL_ENTRIES), FakeConsul(CONSUL_ENTRIES)
+    silent.fail, silent.slow_seconds = "slow", 60.0
+    with answering.running(), silent.running():
+        config = tmp_path / "autopgo.yaml"
+        config.write_text(
+            "apps:\n"
+            f"  - name: {APP}\n"
+            f"    scrape: {{targets: {{consul: {{address: '{answering.url}', token: consul-token, timeout: 60s}}}}}}\n"
+            "  - name: silent\n"
+            f"    scrape: {{targets: {{consul: {{address: '{silent.url}', token: consul-token, timeout: 60s}}}}}}\n"
+            "  - name: fixed\n"
+            "    scrape: {targets: {static: [{address: '127.0.0.1:1'}]}}\n"
+        )
+        blobs = f"file://{tmp_path / 'blobs'}"
+        server = create_server(ServerConfig(port=0, blob_store=blobs, pipeline_config=str(config), targets_every=0.2))
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        took: list[float] = []
+
+        def probe(path: str) -> dict[str, Any]:
+            started = time.monotonic()
+            response = httpx.get(f"{server.url}{path}", timeout=30)
+            took.append(time.monotonic() - started)
+            assert response.status_code == 200, response.text
+            return response.json()
+
+        def targets() -> dict[str, dict[str, Any]]:
+            return {t.pop("app"): t for t in probe("/api/health")["targets"]}
+
+        try:
+            first = wait_for("a first listing", lambda: (t := targets())[APP]["status"] == "ok" and t, 10, every=0.05)
+            before = len(answering.seen)
+            answering.fail, answering.slow_seconds = "slow", 60.0  # from now on, every request hangs
+            stale = wait_for("the hanging source reported stale", lambda: (t := targets())[APP]["status"] == "stale" and t, 10, every=0.1)
+            # The request that hangs has arrived; no listing is started while one hangs.
+            wait_for("the hanging requests", lambda: len(answering.seen) > before and silent.seen, 10, every=0.05)
+            asked = (len(answering.seen), len(silent.seen))
+            later = [targets() for _ in range(5)]
+            for _ in range(5):
+                assert probe("/api/ready") == {"status": "ready"}
+            assert (len(answering.seen), len(silent.seen)) == asked  # the probes asked no source
+        finally:
+            server.shutdown()
+            server.server_close()
+            server.api.close()
+    assert max(took) < 1.0, took
+    assert stale[APP]["lastOk"] == first[APP]["lastOk"] == first[APP]["checkedAt"]
+    assert stale[APP]["source"] == "consul" and stale[APP]["message"].startswith("no listing finished for ")
+    assert stale[APP]["message"].endswith("; the last listed its targets")
+    assert stale["silent"] == {"source": "consul", "status": "unknown", "message": "not listed yet"}
+    assert stale["fixed"]["status"] == "ok" and stale["fixed"]["checkedAt"] > first["fixed"]["checkedAt"]
+    assert all(t[APP]["status"] == "stale" and t["silent"]["status"] == "unknown" for t in later)

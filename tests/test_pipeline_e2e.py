@@ -104,14 +104,16 @@ apps:
 """
         )
         env = {**os.environ, "PREFECT_API_URL": prefect}
-        up = subprocess.Popen(
-            [str(Path(sys.executable).parent / "autopgo"), "up", "-c", str(config), "--data", str(data),
-             "--prefect-port", str(prefect_port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        up_log = tmp_path / "up.log"  # what `autopgo up` and its children log, at the default level
+        with up_log.open("wb") as log_file:
+            up = subprocess.Popen(
+                [str(Path(sys.executable).parent / "autopgo"), "up", "-c", str(config), "--data", str(data),
+                 "--prefect-port", str(prefect_port)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=log_file,
+                start_new_session=True,
+            )
         try:
             wait_for("the API", lambda: healthy(f"{api}/api/ready"), 120)
             deployment = wait_for(
@@ -158,6 +160,10 @@ apps:
                 60,
             )
             assert "Top functions" in artifacts[0]["data"] and "inputs merged" in artifacts[0]["data"]
+            top = artifacts[0]["data"].split("Top functions", 1)[1]
+            # flat and cum as pprof prints them (0.01s), never raw nanoseconds
+            assert re.search(r"^\| [0-9.]+(ns|us|ms|s|hrs) \| [0-9.]+(ns|us|ms|s|hrs) \| `", top, re.M), top
+            assert not re.search(r"\| \d{5,} \|", top), top
 
             binary = harness.build_service(tmp_path, pgo=downloaded)
             assert "-pgo=" in harness.go("version", "-m", str(binary))
@@ -173,6 +179,10 @@ apps:
         finally:
             status = stop_group(up)
     assert status == 0
+    log = up_log.read_text(errors="replace")
+    assert "started flows" in log and "Task run 'merge " in log, log[-3000:]
+    # no line per HTTP request sent: readiness checks, events, scrapes, uploads
+    assert [line for line in log.splitlines() if "HTTP Request:" in line] == []
     assert wait_for("no process left behind", lambda: not processes_using(str(data)), 20) is True
 
 
