@@ -116,8 +116,8 @@ def _merge_apps(store: BlobStore, cfg: Config, apps: Iterable[str], merges: _Mer
     """Merge each app in turn; one that fails is reported in its artifact and does not stop the others."""
     for app in apps:
         try:
-            settings = cfg.app(app)
-            report = merge_pending(store, app, settings.prune, never_inline=settings.never_inline)
+            app_cfg = cfg.app(app)
+            report = merge_pending(store, app, app_cfg.prune, never_inline=app_cfg.never_inline)
         except Exception as exc:  # noqa: BLE001 - one app's failure (a store error, a corrupt profile) is its own
             reason = " ".join(str(exc).split()) or type(exc).__name__
             merges.failed[app] = reason
