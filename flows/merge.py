@@ -31,7 +31,7 @@ from profiling.blobs import BlobStore
 from profiling.config import Config
 from profiling.deletion import delete_app, needs_cleanup
 from profiling.measurement import size_label
-from profiling.summary import summarize
+from profiling.reports import merge_failure_markdown, merge_markdown
 
 from . import settings
 from .failures import fail, quiet_reported_failures
@@ -45,6 +45,7 @@ POLL_SECONDS = 2.0
 # while uploads flow; each costs a new interpreter.
 THROTTLE = timedelta(seconds=60)
 LINGER = THROTTLE + timedelta(seconds=10)
+DESCRIPTION = "what the app's last merge did"
 RETRY_AFTER = 30.0  # seconds before a run tries again an app whose merge failed
 
 
@@ -133,15 +134,12 @@ def _merge_apps(store: BlobStore, cfg: Config, apps: Iterable[str], merges: _Mer
 def _publish_failure(app: str, reason: str) -> None:
     """Log the app's failure in one line and make it the app's latest artifact, so the UI shows why."""
     get_run_logger().error("%s: merge failed: %s", app, reason)
-    create_markdown_artifact(
-        key=f"merge-{app}", markdown=f"# Merge of `{app}` failed\n\n{reason}\n", description="what the merge did"
-    )
+    create_markdown_artifact(key=f"merge-{app}", markdown=merge_failure_markdown(app, reason), description=DESCRIPTION)
 
 
 def _publish(report: MergeReport) -> None:
-    """Log and publish what the run did as a Prefect artifact, so the UI shows it."""
-    log = get_run_logger()
-    log.info(
+    """Log what the merge did and publish it as the app's artifact, so the UI shows it."""
+    get_run_logger().info(
         "%s: %d batches, %d uploads merged, %d rejected, %s -> %s",
         report.app,
         report.batches,
@@ -150,17 +148,4 @@ def _publish(report: MergeReport) -> None:
         size_label(report.size_before),
         size_label(report.size_after),
     )
-    lines = [
-        f"# Merge of `{report.app}`",
-        "",
-        "| inputs merged | rejected | samples | size before | size after |",
-        "| --- | --- | --- | --- | --- |",
-        f"| {len(report.merged)} | {len(report.rejected)} | {report.samples} | {report.size_before} | {report.size_after} |",
-    ]
-    for key, reason in report.rejected:
-        lines.append(f"\n- rejected `{key}`: {reason}")
-    if report.profile is not None and report.profile.samples:
-        summary = summarize(report.profile, top=10)
-        lines += ["", f"## Top functions by flat {summary.value_type}", "", "| flat | cum | function |", "| --- | --- | --- |"]
-        lines += [f"| {fc.flat_label} | {fc.cum_label} | `{fc.name}` |" for fc in summary.top]
-    create_markdown_artifact(key=f"merge-{report.app}", markdown="\n".join(lines), description="what the merge did")
+    create_markdown_artifact(key=f"merge-{report.app}", markdown=merge_markdown(report), description=DESCRIPTION)

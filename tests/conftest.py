@@ -10,6 +10,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness  # noqa: E402
+from profiling.codec import decode, encode  # noqa: E402
+from profiling.merge import merge  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -39,18 +41,23 @@ def long_cpu_profile(service_binary: Path, go_work: Path) -> Path:
     """A real CPU profile of over 23000 bytes, to cut at 23000.
 
     A profile's size follows the stacks sampled, which grow with the service's
-    uptime and with the CPU it gets: on a busy machine a first scrape of four
-    seconds can come out smaller, so the same instance is scraped again.
+    uptime and with the CPU it gets: on a busy machine scrapes of a few seconds
+    can all come out smaller. Then the profile is the merge of those scrapes
+    (real samples, more distinct stacks), as Go's pprof -proto would write it.
     """
     path = go_work / "cpu-long.pb.gz"
-    sizes = []
+    scraped: list[bytes] = []
     with harness.Service(service_binary).start() as service:
-        for _ in range(6):
-            path.write_bytes(service.profile(seconds=4))
-            sizes.append(path.stat().st_size)
-            if sizes[-1] > 23_000:
+        for _ in range(8):
+            scraped.append(service.profile(seconds=4))
+            if len(scraped[-1]) > 23_000:
+                path.write_bytes(scraped[-1])
                 return path
-    raise AssertionError(f"no profile over 23000 bytes in six scrapes: {sizes}")
+            merged = encode(merge([decode(data) for data in scraped]))
+            if len(merged) > 23_000:
+                path.write_bytes(merged)
+                return path
+    raise AssertionError(f"no profile over 23000 bytes from eight scrapes: {[len(d) for d in scraped]}")
 
 
 @pytest.fixture(scope="session")

@@ -162,7 +162,10 @@ apps:
             assert "Top functions" in artifacts[0]["data"] and "inputs merged" in artifacts[0]["data"]
             top = artifacts[0]["data"].split("Top functions", 1)[1]
             # flat and cum as pprof prints them (0.01s), never raw nanoseconds
-            assert re.search(r"^\| [0-9.]+(ns|us|ms|s|hrs) \| [0-9.]+(ns|us|ms|s|hrs) \| `", top, re.M), top
+            unit = r"[0-9.]+(ns|us|ms|s|hrs)"
+            assert re.search(rf"^\| {unit} \| [0-9.]+% \| {unit} \| [0-9.]+% \| `", top, re.M), top
+            # and what PGO acts on: the hottest call edges, each with its share
+            assert re.search(r"^\| [0-9.]+% \| \d+ \| `\S+ -> \S+ \(line \+\d+\)` \|$", artifacts[0]["data"], re.M)
             assert not re.search(r"\| \d{5,} \|", top), top
 
             binary = harness.build_service(tmp_path, pgo=downloaded)
