@@ -11,7 +11,8 @@ An app's merge is not a task run: at fleet size a task run per app and merge
 cost the Prefect server more than the merge itself (about 35 ms of its CPU each,
 measured on SQLite). What a user looks for per app is published instead as the
 app's artifact, ``merge-<app>``: when it was last merged, from how many uploads,
-or why it failed. A failing app fails alone, is retried after ``RETRY_AFTER``,
+or why it failed; and each committed batch emits ``profile.merged`` on the app's
+resource, for automations (a rebuild) and the event feed. A failing app fails alone, is retried after ``RETRY_AFTER``,
 and the run ends Failed naming it.
 """
 
@@ -30,7 +31,9 @@ from profiling.batches import MergeReport, find_pending, merge_pending
 from profiling.blobs import BlobStore
 from profiling.config import Config
 from profiling.deletion import delete_app, needs_cleanup
+from profiling.events import EventError, EventSink, merged_event
 from profiling.measurement import size_label
+from profiling.names import merged_key
 from profiling.reports import merge_failure_markdown, merge_markdown
 
 from . import settings
@@ -53,9 +56,14 @@ RETRY_AFTER = 30.0  # seconds before a run tries again an app whose merge failed
 class _Merges:
     """What one run merged and what failed, by app."""
 
+    sink: EventSink | None = None  # where profile.merged goes
     merged: dict[str, int] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
     retry_at: dict[str, float] = field(default_factory=dict)
+
+    def close(self) -> None:
+        if self.sink is not None:
+            self.sink.close()
 
     def wanted(self, apps: Iterable[str], now: float) -> list[str]:
         """``apps`` but those that failed less than ``RETRY_AFTER`` ago."""
@@ -79,7 +87,7 @@ def merge(apps: list[str] | None = None, linger_seconds: float = LINGER.total_se
     store = settings.store(cfg)
     wanted = set(apps) if apps is not None else None
     deadline = time.monotonic() + linger_seconds
-    merges = _Merges()
+    merges = _Merges(settings.event_sink())
     try:
         while True:
             _merge_apps(store, cfg, merges.wanted(_staged(store, wanted), time.monotonic()), merges)
@@ -87,6 +95,7 @@ def merge(apps: list[str] | None = None, linger_seconds: float = LINGER.total_se
                 break
             time.sleep(POLL_SECONDS)
     finally:
+        merges.close()
         store.close()
     return merges.outcome("merge")
 
@@ -101,7 +110,7 @@ def sweep() -> State:
     log = get_run_logger()
     cfg = settings.config()
     store = settings.store(cfg)
-    merges = _Merges()
+    merges = _Merges(settings.event_sink())
     try:
         pending = find_pending(store)
         for app in sorted(pending.deleted):
@@ -109,6 +118,7 @@ def sweep() -> State:
                 log.info("%s: finished a delete", app)
         _merge_apps(store, cfg, sorted(pending.staged), merges)
     finally:
+        merges.close()
         store.close()
     return merges.outcome("sweep")
 
@@ -129,6 +139,20 @@ def _merge_apps(store: BlobStore, cfg: Config, apps: Iterable[str], merges: _Mer
             merges.failed.pop(app, None)
             merges.merged[app] = merges.merged.get(app, 0) + len(report.merged)
             _publish(report)
+            _announce(report, merges.sink)
+
+
+def _announce(report: MergeReport, sink: EventSink | None) -> None:
+    """Emit ``profile.merged`` per committed batch; one that cannot be delivered is logged, as the API does."""
+    for batch_id, keys in report.committed:
+        event = merged_event(report.app, batch_id, keys, merged_key(report.app))
+        if sink is None:
+            get_run_logger().info("%s: no Prefect API to send %s to", report.app, event.type)
+            continue
+        try:
+            sink.emit(event)
+        except EventError as exc:
+            get_run_logger().warning("%s for %s not delivered: %s", event.type, report.app, exc)
 
 
 def _publish_failure(app: str, reason: str) -> None:

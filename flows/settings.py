@@ -10,8 +10,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from prefect.settings import get_current_settings
+
 from profiling.blobs import BlobStore
 from profiling.config import Config, find_config
+from profiling.prefect_events import PrefectEventSink
 from profiling.stores import open_store
 
 CONFIG_ENV = "AUTOPGO_CONFIG"
@@ -32,3 +35,12 @@ def state_dir() -> Path:
 
 def store(cfg: Config) -> BlobStore:
     return open_store(cfg.blob_store)
+
+
+def event_sink() -> PrefectEventSink | None:
+    """A sink to the Prefect server this run reports to, as the API's (no event lost unknown); None without one."""
+    api = get_current_settings().api
+    if not api.url:
+        return None
+    secret = lambda value: value.get_secret_value() if value is not None else None  # noqa: E731
+    return PrefectEventSink(api.url, api_key=secret(api.key), auth_string=secret(api.auth_string))

@@ -99,6 +99,7 @@ class MergeReport:
     size_before: int = 0
     size_after: int = 0
     profile: Profile | None = None  # the merged profile after the last batch
+    committed: list[tuple[str, tuple[str, ...]]] = field(default_factory=list)  # (batch id, uploads merged)
 
     @property
     def samples(self) -> int:
@@ -293,6 +294,7 @@ class _Run:
             return
         self.report.batches += 1
         self.report.merged.extend(merged_keys)
+        self.report.committed.append((batch.id, tuple(merged_keys)))
         self.report.size_after = info.size
         self._close(batch, etag)
     def _add_upload(self, merger: Merger, key: str) -> bool:

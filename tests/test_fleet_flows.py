@@ -241,3 +241,54 @@ def test_a_target_files_last_good_list_outlives_the_run(pipeline: Pipeline) -> N
         lambda: any("keeping the last good list of 1 targets" in line for line in pipeline.logs(second["id"])),
         30,
     )
+
+
+def readme_automation() -> str:
+    """The automation file the README shows for rebuilding on profile.merged."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = readme.split("# rebuild-on-merge.yaml\n", 1)[1].split("```", 1)[0]
+    return block
+
+
+def test_profile_merged_reaches_prefect_and_the_readmes_automation_fires_on_it(
+    pipeline: Pipeline, tmp_path: Path
+) -> None:
+    flow = httpx.post(f"{pipeline.prefect}/flows/", json={"name": "build"}, timeout=10).json()
+    schema = {"type": "object", "properties": {"app": {"type": "string"}, "batch": {"type": "string"}}}
+    build = httpx.post(
+        f"{pipeline.prefect}/deployments/",
+        json={"name": "checkout", "flow_id": flow["id"], "parameter_openapi_schema": schema},
+        timeout=10,
+    ).json()
+    automation = tmp_path / "rebuild-on-merge.yaml"
+    automation.write_text(
+        readme_automation().replace("autopgo.app.checkout", "autopgo.app.good-b").replace(
+            "YOUR-BUILD-DEPLOYMENT-ID", build["id"]
+        )
+    )
+    env = {**os.environ, "PREFECT_API_URL": pipeline.prefect}
+    created = subprocess.run(
+        [str(Path(sys.executable).parent / "prefect"), "automation", "create", "--from-file", str(automation)],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert created.returncode == 0 and "Failed" not in created.stdout, created.stdout + created.stderr
+    time.sleep(2)  # the automation is loaded by the server's triggers service
+    assert pipeline.run_now(["good-b"])["state"]["type"] == "COMPLETED"
+
+    def merged_events() -> list[dict[str, Any]]:
+        body = {"filter": {"event": {"name": ["profile.merged"]}, "resource": {"id": ["autopgo.app.good-b"]}}}
+        return httpx.post(f"{pipeline.prefect}/events/filter", json=body, timeout=10).json()["events"]
+
+    events = wait_for("profile.merged for good-b", merged_events, 180, every=1)
+    payload = events[0]["payload"]
+    assert payload["app"] == "good-b" and payload["mergedKey"] == "good-b/default.pgo"
+    assert payload["profileKey"].startswith("good-b/staging/") and payload["uploads"] >= 1 and payload["batchId"]
+
+    def build_runs() -> list[dict[str, Any]]:
+        body = {"deployments": {"id": {"any_": [build["id"]]}}}
+        return httpx.post(f"{pipeline.prefect}/flow_runs/filter", json=body, timeout=10).json()
+
+    runs = wait_for("the automation to run the build deployment", build_runs, 60, every=1)
+    assert runs[0]["parameters"]["app"] == "good-b"
+    batch = runs[0]["parameters"]["batch"]  # the event that fired it is stored a moment later
+    wait_for("the firing event", lambda: batch in {e["payload"]["batchId"] for e in merged_events()}, 30)
