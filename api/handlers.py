@@ -35,9 +35,10 @@ from typing import Any
 from profiling import names
 from profiling.blobs import BlobInfo, BlobStore
 from profiling.codec import DEFAULT_MAX_DECOMPRESSED, decode, encode
-from profiling.errors import BlobNotFoundError, BlobStoreError, PreconditionFailedError, ProfileError
+from profiling.errors import BlobNotFoundError, BlobStoreError, ProfileError, StagingError
 from profiling.events import DELETED, UPLOADED, Event, EventError, EventSink
 from profiling.deletion import has_data, mark_deleted
+from profiling.staging import stage_upload
 from profiling.etags import content_etag
 from profiling.trim import trim_for_pgo
 
@@ -56,7 +57,6 @@ from .workers import ProfileChecker
 
 log = logging.getLogger("autopgo.api")
 
-_STAGE_ATTEMPTS = 3
 _MAX_TAGGED_APPS = 1024
 TRIM_PGO = "pgo"
 
@@ -109,15 +109,11 @@ class ProfileApi:
         return json_response(HTTPStatus.CREATED, {"key": key})
 
     def _stage(self, app: str, data: bytes) -> str:
-        for _ in range(_STAGE_ATTEMPTS):
-            key = names.new_staging_key(app)
-            try:
-                with _store_errors():
-                    self.store.put(key, data, if_none_match=True)
-                return key
-            except PreconditionFailedError:
-                log.warning("staging key %s already taken; trying another", key)
-        raise unavailable("could not find a free staging key; try again")
+        try:
+            with _store_errors():
+                return stage_upload(self.store, app, data)
+        except StagingError as exc:
+            raise unavailable(str(exc)) from None
 
     def _announce(self, event: Event) -> None:
         """Emit ``event`` for what is already durable; if it is lost, the periodic sweep does its work."""
