@@ -124,12 +124,25 @@ def _lock(store: BlobStore, app: str, generation: int, timeout: float, poll: flo
                 return None
             if current.open:
                 log.warning("%s: batch %s stayed open for %.0fs; taking it over", app, current.id, timeout)
+                _settle(store, app, current)
         try:
             if etag is None:
                 return store.put(batch_key(app), record.to_json(), if_none_match=True).etag
             return store.put(batch_key(app), record.to_json(), if_match=etag).etag
         except PreconditionFailedError:
             continue
+
+
+def _settle(store: BlobStore, app: str, batch: Batch) -> None:
+    """Remove the uploads of a batch taken over if the merged profile holds them already.
+
+    Its run wrote the profile and died before removing them; once the record
+    is replaced, no merge would know they were merged, and would merge them again.
+    """
+    merged = read_merged(store, app)
+    if merged is not None and merged.batch == batch.id:
+        for key in batch.keys:
+            store.delete(key)
 
 
 def _unlock(store: BlobStore, app: str, etag: str) -> None:
