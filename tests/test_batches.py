@@ -1,11 +1,9 @@
-"""Exactly-once batch merging, deletes and cleaning, on the filesystem store."""
+"""Exactly-once batch merging, deletes and cleaning, on the filesystem store (crashes: test_crashes.py)."""
 
 from __future__ import annotations
 
 import json
 import random
-import subprocess
-import sys
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -36,7 +34,6 @@ from profiling.tables import to_profile
 
 APP = "shop"
 CPU = [ValueType("samples", "count"), ValueType("cpu", "nanoseconds")]
-HERE = Path(__file__).resolve().parent
 
 
 def upload_profile(n: int, weight: int = 1) -> Profile:
@@ -133,71 +130,6 @@ def test_prune_rules_apply(store) -> None:
     stage(store, 1)
     merge_pending(store, APP, [PruneRule.of(r"^main\.upload")])
     assert counts(merged_profile(store)) == {}
-
-
-CRASH_DRIVER = """
-import os, signal, sys
-from datetime import timedelta
-sys.path.insert(0, {root!r})
-from profiling.batches import merge_pending
-from profiling.stores import open_store
-
-store = open_store({blobs!r})
-steps = 0
-limit = int(sys.argv[1])
-
-def counted(method):
-    def call(*args, **kwargs):
-        global steps
-        if steps == limit:
-            os.kill(os.getpid(), signal.SIGKILL)
-        result = method(*args, **kwargs)
-        steps += 1
-        return result
-    return call
-
-for name in ("put", "delete"):
-    setattr(store, name, counted(getattr(store, name)))
-merge_pending(store, "shop", max_batch=3, recover_after=timedelta(0))
-print(steps)
-"""
-
-
-def test_a_process_killed_at_every_step_then_rerun_counts_each_upload_once(tmp_path: Path) -> None:
-    def scenario(root: Path):
-        s = open_store(str(root))
-        for n in range(3):
-            stage(s, n, now_ns=1_000 + n)
-        merge_pending(s, APP)  # an existing merged profile
-        for n in range(3, 10):
-            stage(s, n, now_ns=2_000 + n)
-        return s
-
-    reference = scenario(tmp_path / "reference")
-    merge_pending(reference, APP, max_batch=3)
-    expected = merged_profile(reference)
-    assert counts(expected) == {f"main.upload{n}": 1 for n in range(10)}
-
-    def run_driver(blobs: Path, limit: int) -> subprocess.CompletedProcess:
-        script = tmp_path / "driver.py"
-        script.write_text(CRASH_DRIVER.format(root=str(HERE.parent), blobs=str(blobs)))
-        return subprocess.run([sys.executable, str(script), str(limit)], capture_output=True, text=True, timeout=60)
-
-    total = int(run_driver(_fresh(scenario, tmp_path / "count"), 10**6).stdout)
-    assert total > 10
-    for limit in range(total):
-        blobs = _fresh(scenario, tmp_path / f"crash{limit}")
-        result = run_driver(blobs, limit)
-        assert result.returncode == -9, (limit, result.stderr)
-        recovered = open_store(str(blobs))
-        merge_pending(recovered, APP, max_batch=3, recover_after=timedelta(0))
-        assert merged_profile(recovered) == expected, f"killed after {limit} writes"
-        assert list(recovered.list(staging_prefix(APP))) == []
-
-
-def _fresh(scenario, root: Path) -> Path:
-    scenario(root)
-    return root
 
 
 def test_uploads_merges_and_a_delete_racing(store) -> None:
