@@ -689,6 +689,24 @@ def test_delete_404_when_nothing_stored(client: httpx.Client, store: BlobStore, 
     assert keys(store) == [names.merged_key("svc-other")]
 
 
+def test_a_delete_from_before_generations_still_hides_what_came_before_it(
+    client: httpx.Client, store: BlobStore
+) -> None:
+    tombstone = 1_700_000_000_000_000_000  # written by a delete then, by its time
+    store.put(f"{names.tombstone_prefix('svc')}{tombstone:020d}", b"")
+    for app, since in (("svc", tombstone - 1), ("svc", tombstone)):
+        p = cpu_profile()
+        p.comments = ["autopgo.batch=old", f"autopgo.since={since}"]
+        store.put(names.merged_key(app), encode(p))
+        served = since >= tombstone
+        assert client.get("/api/profile/svc").status_code == (200 if served else 404)
+        assert client.head("/api/profile/svc").status_code == (200 if served else 404)
+        assert [p["key"] for p in client.get("/api/profile").json()["profiles"]] == (["svc"] if served else [])
+    assert client.delete("/api/profile/svc").status_code == 202  # a delete now hides it, whatever its time
+    assert client.get("/api/profile/svc").status_code == 404
+    assert client.get("/api/profile").json()["profiles"] == []
+
+
 def test_data_after_a_deletion_is_served(client: httpx.Client, store: BlobStore, sink: RecordingSink) -> None:
     put_merged(store, "svc", CPU)
     assert client.delete("/api/profile/svc").status_code == 202
