@@ -9,7 +9,7 @@ the handlers are read together:
 GET      /api/profile            list merged profiles
 POST     /api/profile/{app}      validate, stage, emit ``profile.uploaded``
 GET      /api/profile/{app}      the merged profile (``?trim=pgo``: trimmed)
-DELETE   /api/profile/{app}      tombstone, emit ``profile.deleted`` (a flow deletes)
+DELETE   /api/profile/{app}      new generation, emit ``profile.deleted`` (a flow deletes)
 GET      /api/health             each dependency's status
 GET      /api/ready              whether the server takes requests
 =======  ======================  ==========================================
@@ -17,7 +17,7 @@ GET      /api/ready              whether the server takes requests
 An upload is durable in the store before its event is emitted; if the event
 cannot be delivered the upload still succeeds (and is logged at WARNING),
 since the periodic sweep merges staged uploads whose event was lost. A
-deletion likewise: its tombstone (``profiling.deletion.mark_deleted``) hides
+deletion likewise: its new generation (``profiling.deletion.mark_deleted``) hides
 the app's data at once, from downloads and the listing too, before the event
 asks a flow to remove it, and the sweep removes it if the event is lost.
 """
@@ -35,11 +35,13 @@ from typing import Any
 from profiling import names
 from profiling.blobs import BlobInfo, BlobStore
 from profiling.codec import DEFAULT_MAX_DECOMPRESSED, decode, encode
-from profiling.errors import BlobNotFoundError, BlobStoreError, PreconditionFailedError, ProfileError
+from profiling.errors import BlobNotFoundError, BlobStoreError, ProfileError, StagingError
 from profiling.events import DELETED, UPLOADED, Event, EventError, EventSink
 from profiling.deletion import has_data, mark_deleted
+from profiling.staging import stage_upload
 from profiling.etags import content_etag
 from profiling.measurement import size_label
+from profiling.generations import AppGeneration, Generation, read_generation
 from profiling.trim import trim_for_pgo
 
 from .conditional import http_date, is_conditional, not_modified, rfc3339
@@ -58,7 +60,6 @@ from .workers import ProfileChecker
 
 log = logging.getLogger("autopgo.api")
 
-_STAGE_ATTEMPTS = 3
 _MAX_TAGGED_APPS = 1024
 TRIM_PGO = "pgo"
 
@@ -114,15 +115,11 @@ class ProfileApi:
         return json_response(HTTPStatus.CREATED, {"key": key})
 
     def _stage(self, app: str, data: bytes) -> str:
-        for _ in range(_STAGE_ATTEMPTS):
-            key = names.new_staging_key(app)
-            try:
-                with _store_errors():
-                    self.store.put(key, data, if_none_match=True)
-                return key
-            except PreconditionFailedError:
-                log.warning("staging key %s already taken; trying another", key)
-        raise unavailable("could not find a free staging key; try again")
+        try:
+            with _store_errors():
+                return stage_upload(self.store, app, data)
+        except StagingError as exc:
+            raise unavailable(str(exc)) from None
 
     def _announce(self, event: Event) -> None:
         """Emit ``event`` for what is already durable; if it is lost, the periodic sweep does its work."""
@@ -173,10 +170,10 @@ class ProfileApi:
 
         try:
             with _store_errors():
-                tombstone = self.visibility.tombstone(app)
+                generation = self.visibility.generation(app)
                 info, stream = self.store.open(key)
                 try:
-                    if self.visibility.hidden(app, info, tombstone, load):
+                    if self.visibility.hidden(app, info, generation, load):
                         raise _no_merged(app)
                     etag = self.content_tags.get(app, info.etag) or self.content_tags.put(
                         app, info.etag, content_etag(load())
@@ -225,9 +222,9 @@ class ProfileApi:
         """What the merged profile is; 404 if there is none, or a deletion hides it."""
         try:
             with _store_errors():
-                tombstone = self.visibility.tombstone(app)
+                generation = self.visibility.generation(app)
                 info = self.store.stat(key)
-                if self.visibility.hidden(app, info, tombstone):
+                if self.visibility.hidden(app, info, generation):
                     raise _no_merged(app)
                 return info
         except BlobNotFoundError:
@@ -236,7 +233,8 @@ class ProfileApi:
     def list_profiles(self, request: Request) -> Response:
         """``{"profiles": [{"key": app, "size", "lastModified"}]}`` for every merged profile, by app."""
         merged: list[tuple[str, BlobInfo]] = []
-        tombstones: dict[str, int] = {}
+        deleted: set[str] = set()  # apps with a generation record
+        tombstones: dict[str, int] = {}  # from before generations
         with _store_errors():
             for info in self.store.list():
                 app = names.app_of(info.key)
@@ -244,25 +242,32 @@ class ProfileApi:
                     continue
                 if names.is_merged_key(info.key):
                     merged.append((app, info))
+                elif info.key == names.generation_key(app):
+                    deleted.add(app)
                 elif info.key.startswith(names.tombstone_prefix(app)):
                     tombstones[app] = max(tombstones.get(app, 0), names.time_of(info.key))
-            visible = [(app, info) for app, info in merged if not self._hidden(app, info, tombstones.get(app, 0))]
+
+            def generation(app: str) -> AppGeneration:
+                record = read_generation(self.store, app) if app in deleted else Generation(0)
+                return AppGeneration(record, lambda: tombstones.get(app, 0))
+
+            visible = [(app, info) for app, info in merged if not self._hidden(app, info, generation(app))]
         profiles = [
             {"key": app, "size": info.size, "lastModified": rfc3339(info.last_modified)} for app, info in visible
         ]
         return json_response(HTTPStatus.OK, {"profiles": profiles})
 
-    def _hidden(self, app: str, info: BlobInfo, tombstone: int) -> bool:
+    def _hidden(self, app: str, info: BlobInfo, generation: AppGeneration) -> bool:
         try:
-            return self.visibility.hidden(app, info, tombstone)
+            return self.visibility.hidden(app, info, generation)
         except BlobNotFoundError:  # deleted while we listed
             return True
 
     def delete(self, request: Request) -> Response:
-        """202 once a tombstone hides the app's data; then ``profile.deleted`` starts the flow that removes it.
+        """202 once a new generation hides the app's data; then ``profile.deleted`` starts the flow that removes it.
 
-        The tombstone is durable before the event, as an upload is: if the event
-        is lost, the sweep finds the tombstone and removes the data anyway.
+        The generation is durable before the event, as an upload is: if the event
+        is lost, the sweep finds the deleted app and removes the data anyway.
         """
         app = _app(request)
         with _store_errors():
@@ -311,7 +316,7 @@ class ProfileApi:
 
 
 def _has_data(store: BlobStore, app: str) -> bool:
-    """Whether a deletion would hide anything: uploads or a merged profile no tombstone hides yet."""
+    """Whether a deletion would hide anything: uploads or a merged profile no delete hides yet."""
     try:
         return has_data(store, app)
     except ProfileError:  # a merged profile that cannot be read is still something to delete

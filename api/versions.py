@@ -1,7 +1,7 @@
 """A value per app, tied to one version (store etag) of the app's merged profile.
 
 Several things about a merged profile cost a read of it to learn and hold
-until the next merge: its content tag, the time its data counts from, its
+until the next merge: its content tag, its labels (batch and generation), its
 trimmed form. Each is kept for the latest version seen of each app; a new
 version makes the old value unreachable, and the least recently used apps
 beyond ``max_apps`` are forgotten, so memory stays bounded.

@@ -1,21 +1,22 @@
 """Which merged profiles the API may serve: none that a deletion hides.
 
-Deleting an app writes a tombstone (``profiling.deletion.mark_deleted``) and
-leaves the removal to a flow; from the tombstone on, a merged profile whose
-``autopgo.since`` time is older than the app's newest tombstone must not be
-served, nor listed (``profiling/batches.py`` explains the times). Reading that
-time means parsing the profile, so it is remembered per version (etag) of each
-app's merged profile; apps never deleted have no tombstone and cost one
-listing of an empty prefix.
+Deleting an app advances its generation (``profiling.deletion.mark_deleted``)
+and leaves the removal to a flow; from then on a merged profile of an older
+generation must not be served, nor listed (``profiling/generations.py``
+explains generations). A profile's generation is in its comments, and reading
+them means parsing the profile, so they are remembered per version (etag) of
+each app's merged profile; the app's generation costs one read of a small
+record; a profile is not read for this while its app was never deleted.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from profiling.batches import latest_tombstone, since_of
+from profiling.batches import Labels, labels_of
 from profiling.blobs import BlobInfo, BlobStore
 from profiling.errors import ProfileError
+from profiling.generations import AppGeneration, read_app_generation
 
 from .versions import PerVersion
 
@@ -24,27 +25,30 @@ class Visibility:
     def __init__(self, store: BlobStore, max_decompressed: int, max_apps: int = 1024) -> None:
         self._store = store
         self._max_decompressed = max_decompressed
-        self._since: PerVersion[int] = PerVersion(max_apps)
+        self._labels: PerVersion[Labels] = PerVersion(max_apps)
 
-    def tombstone(self, app: str) -> int:
-        """When ``app`` was last deleted (ns since the epoch), or 0."""
-        return latest_tombstone(self._store, app)
+    def generation(self, app: str) -> AppGeneration:
+        """The app's generation now."""
+        return read_app_generation(self._store, app)
 
     def hidden(
-        self, app: str, info: BlobInfo, tombstone: int, load: Callable[[], bytes] | None = None
+        self, app: str, info: BlobInfo, generation: AppGeneration, load: Callable[[], bytes] | None = None
     ) -> bool:
-        """Whether the merged profile ``info`` is hidden by ``tombstone``.
+        """Whether a delete hides the merged profile ``info`` in the app's ``generation``.
 
-        ``load`` gives its bytes if its time is not known yet (by default they
-        are read from the store). A profile whose time cannot be read counts
-        as older than any tombstone.
+        ``load`` gives its bytes if its labels are not known yet (by default they
+        are read from the store). A profile whose labels cannot be read counts
+        as from before any delete.
         """
-        if not tombstone:
-            return False
-        return self._since_of(app, info, load) < tombstone
+        if generation.number == 0 and load is None and self._labels.get(app, info.etag) is None:
+            # Never deleted since generations: only a tombstone from before them
+            # could hide the profile, and without one it need not be read.
+            if not generation.legacy_tombstone():
+                return False
+        return self._labels_of(app, info, load).hidden_in(generation)
 
-    def _since_of(self, app: str, info: BlobInfo, load: Callable[[], bytes] | None) -> int:
-        known = self._since.get(app, info.etag)
+    def _labels_of(self, app: str, info: BlobInfo, load: Callable[[], bytes] | None) -> Labels:
+        known = self._labels.get(app, info.etag)
         if known is not None:
             return known
         etag = info.etag
@@ -56,7 +60,7 @@ class Visibility:
                 data = stream.read()
             etag = read_info.etag
         try:
-            since = since_of(data, self._max_decompressed)
+            labels = labels_of(data, self._max_decompressed)
         except ProfileError:
-            since = 0
-        return self._since.put(app, etag, since)
+            labels = Labels()
+        return self._labels.put(app, etag, labels)

@@ -145,6 +145,8 @@ def _merge_apps(store: BlobStore, cfg: Config, apps: Iterable[str], merges: _Mer
 def _announce(report: MergeReport, sink: EventSink | None) -> None:
     """Emit ``profile.merged`` per committed batch; one that cannot be delivered is logged, as the API does."""
     for batch_id, keys in report.committed:
+        if not keys:  # every upload of the batch was rejected: the profile's data did not change
+            continue
         event = merged_event(report.app, batch_id, keys, merged_key(report.app))
         if sink is None:
             get_run_logger().info("%s: no Prefect API to send %s to", report.app, event.type)

@@ -2,18 +2,20 @@
 
 State, all in the blob store (key layout in names.py):
 
-- ``staging/<time>-<random>.pb.gz``: uploads waiting to be merged.
-- ``batch.json``: the current batch, ``{"id", "since", "keys", "open"}``. Runs move
+- ``staging/<time>-<random>-g<n>.pb.gz``: uploads waiting to be merged, each
+  staged under the app's generation ``n`` (see generations.py).
+- ``batch.json``: the current batch, ``{"id", "generation", "keys", "open"}``. Runs move
   it from done to open only with a conditional write on the version they read, so
   at most one run owns an open batch: it is the lock that keeps two merges from
   both writing. It is never deleted while the app exists, so a run that lost it
   always sees that it changed.
 - ``default.pgo``: the merged profile. Two pprof comments (which the Go compiler
-  ignores) say which batch wrote it and since when it holds data:
-  ``autopgo.batch=<id>`` and ``autopgo.since=<ns>``.
-- ``deleted/<time>``: tombstones. Deleting an app writes one; nothing staged at
-  or before the newest tombstone is merged, and a merged profile whose
-  ``since`` is older than it is neither merged into nor served.
+  ignores) say which batch wrote it and of which generation its data are:
+  ``autopgo.batch=<id>`` and ``autopgo.generation=<n>`` (profiles from before
+  generations say ``autopgo.since=<ns>`` instead).
+- ``generation.json``: deleting an app advances its generation; a batch merges
+  only uploads of the generation it began under, and a batch or merged profile
+  of an older generation is neither merged into nor served.
 
 A batch commits when ``default.pgo`` with its id is written, conditionally on
 the version that was read after checking that the batch is still open. Its
@@ -31,7 +33,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -43,13 +45,14 @@ from .errors import BlobNotFoundError, PreconditionFailedError, ProfileError
 from .merge import Merger
 from .model import Profile
 from .proto.columns_pb2 import ByteStringProfile
+from .generations import AppGeneration, read_app_generation
 from .names import (
     app_of,
     batch_key,
+    generation_key,
     merged_key,
     rejected_prefix,
     staging_prefix,
-    time_of,
     tombstone_prefix,
 )
 from .noinline import guard_never_inline
@@ -59,33 +62,58 @@ from .tables import ProfileTables, from_profile, to_profile
 log = logging.getLogger(__name__)
 
 BATCH_COMMENT = "autopgo.batch="
-SINCE_COMMENT = "autopgo.since="
+SINCE_COMMENT = "autopgo.since="  # profiles from before generations
+GENERATION_COMMENT = "autopgo.generation="
+LABEL_COMMENTS = (BATCH_COMMENT, SINCE_COMMENT, GENERATION_COMMENT)
 DEFAULT_MAX_BATCH = 1000
 DEFAULT_RECOVER_AFTER = timedelta(minutes=5)
 
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """Uploads merged together; ``since`` is the newest tombstone when the batch began."""
+    """Uploads merged together under the app's ``generation`` when the batch began.
+
+    Records from before generations have none (None) and a ``since`` instead:
+    the newest tombstone when the batch began.
+    """
 
     id: str
-    since: int
+    generation: int | None
     keys: tuple[str, ...]
     open: bool = True
     opened: int = 0  # ns since the epoch
+    since: int = 0
 
     def to_json(self) -> bytes:
-        fields = {"id": self.id, "since": self.since, "keys": list(self.keys), "open": self.open, "opened": self.opened}
+        fields = {
+            "id": self.id,
+            "generation": self.generation,
+            "keys": list(self.keys),
+            "open": self.open,
+            "opened": self.opened,
+            "since": self.since,
+        }
         return json.dumps(fields).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> Batch:
         raw = json.loads(data)
         keys = tuple(map(str, raw["keys"]))
-        return cls(str(raw["id"]), int(raw["since"]), keys, bool(raw["open"]), int(raw.get("opened", 0)))
+        generation = raw.get("generation")
+        return cls(
+            str(raw["id"]),
+            None if generation is None else int(generation),
+            keys,
+            bool(raw["open"]),
+            int(raw.get("opened", 0)),
+            int(raw.get("since", 0)),
+        )
 
     def closed(self) -> Batch:
-        return Batch(self.id, self.since, (), open=False, opened=self.opened)
+        return Batch(self.id, self.generation, (), open=False, opened=self.opened, since=self.since)
+
+    def generation_in(self, app: AppGeneration) -> int:
+        return app.of_labels(self.generation, self.since)
 
 
 @dataclass(slots=True)
@@ -107,11 +135,44 @@ class MergeReport:
 
 
 @dataclass(frozen=True, slots=True)
+class Labels:
+    """What a merged profile's comments say: the batch that wrote it, and its generation
+    (or, from before generations, since when it held data)."""
+
+    batch: str | None = None
+    generation: int | None = None
+    since: int = 0
+
+    @classmethod
+    def of(cls, comments: Iterable[str]) -> Labels:
+        batch, generation, since = None, None, 0
+        for comment in comments:
+            value = comment.partition("=")[2]
+            if comment.startswith(BATCH_COMMENT):
+                batch = value
+            elif comment.startswith(GENERATION_COMMENT) and value.isdigit():
+                generation = int(value)
+            elif comment.startswith(SINCE_COMMENT) and value.isdigit():
+                since = int(value)
+        return cls(batch, generation, since)
+
+    def generation_in(self, app: AppGeneration) -> int:
+        return app.of_labels(self.generation, self.since)
+
+    def hidden_in(self, app: AppGeneration) -> bool:
+        """Whether a delete hides the profile so labelled: never merged into, never served."""
+        return app.hides_labels(self.generation, self.since)
+
+
+@dataclass(frozen=True, slots=True)
 class MergedProfile:
     info: BlobInfo
     tables: ProfileTables
-    batch: str | None
-    since: int
+    labels: Labels
+
+    @property
+    def batch(self) -> str | None:
+        return self.labels.batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,11 +180,11 @@ class Pending:
     """What a sweep of the whole store finds to do."""
 
     staged: frozenset[str]  # apps with uploads waiting to be merged
-    deleted: frozenset[str]  # apps with a tombstone, whose delete may be unfinished
+    deleted: frozenset[str]  # apps ever deleted, whose delete may be unfinished
 
 
 def find_pending(store: BlobStore) -> Pending:
-    """Every app with staged uploads, and every app with a tombstone, in one listing of the store."""
+    """Every app with staged uploads, and every app ever deleted, in one listing of the store."""
     staged, deleted = set(), set()
     for info in store.list():
         app = app_of(info.key)
@@ -131,29 +192,21 @@ def find_pending(store: BlobStore) -> Pending:
             continue
         if info.key.startswith(staging_prefix(app)):
             staged.add(app)
-        elif info.key.startswith(tombstone_prefix(app)):
+        elif info.key == generation_key(app) or info.key.startswith(tombstone_prefix(app)):
             deleted.add(app)
     return Pending(frozenset(staged), frozenset(deleted))
 
 
-def latest_tombstone(store: BlobStore, app: str) -> int:
-    """When the app was last deleted (ns since the epoch), or 0."""
-    return max((time_of(b.key) for b in store.list(tombstone_prefix(app))), default=0)
-
-
-def since_of(data: bytes, max_decompressed: int = DEFAULT_MAX_DECOMPRESSED) -> int:
-    """The ``autopgo.since`` time of a merged profile, read without decoding the rest."""
+def labels_of(data: bytes, max_decompressed: int = DEFAULT_MAX_DECOMPRESSED) -> Labels:
+    """The labels of a merged profile, read without decoding the rest."""
     try:
         msg = ByteStringProfile.FromString(decompress(data, max_decompressed))
         strings = msg.string_table
         comments = [strings[i] for i in msg.comment if 0 <= i < len(strings)]
     except DecodeError:
         raise ProfileError("not a pprof profile: invalid protobuf data") from None
-    marker = SINCE_COMMENT.encode()
-    for comment in comments:
-        if comment.startswith(marker) and comment[len(marker) :].isdigit():
-            return int(comment[len(marker) :])
-    return 0
+    prefixes = tuple(c.encode() for c in LABEL_COMMENTS)
+    return Labels.of(c.decode("utf-8", "replace") for c in comments if c.startswith(prefixes))
 
 
 def read_merged(store: BlobStore, app: str, max_decompressed: int = DEFAULT_MAX_DECOMPRESSED) -> MergedProfile | None:
@@ -165,13 +218,7 @@ def read_merged(store: BlobStore, app: str, max_decompressed: int = DEFAULT_MAX_
     with stream:
         data = stream.read()
     tables = decode_tables(data, max_decompressed=max_decompressed)
-    batch, since = None, 0
-    for comment in tables.header.comments:
-        if comment.startswith(BATCH_COMMENT):
-            batch = comment[len(BATCH_COMMENT) :]
-        elif comment.startswith(SINCE_COMMENT) and comment[len(SINCE_COMMENT) :].isdigit():
-            since = int(comment[len(SINCE_COMMENT) :])
-    return MergedProfile(info, tables, batch, since)
+    return MergedProfile(info, tables, Labels.of(tables.header.comments))
 
 
 def merge_pending(
@@ -238,17 +285,19 @@ class _Run:
 
     def open_batch(self, previous: tuple[Batch, str] | None, max_batch: int) -> tuple[Batch, str] | None:
         """Take the staged uploads into a new open batch; None if there are none or another run won."""
-        since = latest_tombstone(self.store, self.app)
+        app = read_app_generation(self.store, self.app)
         keys = []
         for info in self.store.list(staging_prefix(self.app)):
-            if time_of(info.key) > since:
+            generation = app.of_upload(info.key)
+            if generation == app.number:
                 keys.append(info.key)
-            else:  # staged before the app was deleted
+            elif generation < app.number:  # staged before the app was deleted
                 self.store.delete(info.key)
+            # else: staged after a delete that came after the generation was read; the next batch takes it
         if not keys:
             return None
-        keys.sort()  # upload order: the key starts with the upload time
-        batch = Batch(uuid.uuid4().hex, since, tuple(keys[:max_batch]), opened=time.time_ns())
+        keys.sort()  # roughly upload order: the key starts with the staging server's time
+        batch = Batch(uuid.uuid4().hex, app.number, tuple(keys[:max_batch]), opened=time.time_ns())
         try:
             if previous is None:
                 info = self.store.put(batch_key(self.app), batch.to_json(), if_none_match=True)
@@ -262,7 +311,9 @@ class _Run:
 
     def commit(self, batch: Batch, etag: str) -> None:
         """Merge and write ``batch`` unless already written, then clean up."""
-        if latest_tombstone(self.store, self.app) > batch.since:
+        app = read_app_generation(self.store, self.app)
+        generation = batch.generation_in(app)
+        if generation < app.number:
             log.info("%s: batch %s predates a delete; dropping it", self.app, batch.id)
             self._close(batch, etag)
             return
@@ -277,13 +328,19 @@ class _Run:
         if still_ours is None or still_ours[1] != etag:
             return  # another run finished this batch and moved on; look again
         merger = Merger()
-        if current is not None and current.since >= batch.since:
-            merger.add(current.tables, source=merged_key(self.app))
+        if current is not None:
+            theirs = current.labels.generation_in(app)
+            if theirs > generation:  # a delete and a merge since this batch began: it is hidden
+                log.info("%s: batch %s predates a delete; dropping it", self.app, batch.id)
+                self._close(batch, etag)
+                return
+            if theirs == generation:
+                merger.add(current.tables, source=merged_key(self.app))
         merged_keys = [key for key in batch.keys if self._add_upload(merger, key)]
         if merger.headers.first is None:
             self._close(batch, etag)
             return
-        data = self._encode(merger, batch)
+        data = self._encode(merger, batch.id, generation)
         try:
             if current is None:
                 info = self.store.put(merged_key(self.app), data, if_none_match=True)
@@ -297,6 +354,7 @@ class _Run:
         self.report.committed.append((batch.id, tuple(merged_keys)))
         self.report.size_after = info.size
         self._close(batch, etag)
+
     def _add_upload(self, merger: Merger, key: str) -> bool:
         try:
             data = self.store.get(key)
@@ -309,11 +367,12 @@ class _Run:
             return False
         return True
 
-    def _encode(self, merger: Merger, batch: Batch) -> bytes:
+    def _encode(self, merger: Merger, batch: str, generation: int) -> bytes:
         profile = guard_never_inline(apply_rules(to_profile(merger.result()), self.rules), self.never_inline)
-        profile.comments = [
-            c for c in profile.comments if not c.startswith((BATCH_COMMENT, SINCE_COMMENT))
-        ] + [f"{BATCH_COMMENT}{batch.id}", f"{SINCE_COMMENT}{batch.since}"]
+        profile.comments = [c for c in profile.comments if not c.startswith(LABEL_COMMENTS)] + [
+            f"{BATCH_COMMENT}{batch}",
+            f"{GENERATION_COMMENT}{generation}",
+        ]
         self.report.profile = profile
         return encode(from_profile(profile))
 

@@ -1,12 +1,13 @@
-"""Deleting an app: the tombstone written at request time, and the cascade behind it.
+"""Deleting an app: the generation advanced at request time, and the cascade behind it.
 
-``mark_deleted`` runs in the API's DELETE handler, before it answers: from then
-on the newest tombstone hides everything uploaded before it (batches.py never
-merges it, the API never serves it). ``delete_app`` runs later, in the delete
-flow, and removes what the tombstone hides: staged and rejected uploads, the
-merged profile and the batch record. It takes the batch record as a lock so
-that no merge commits while it works. The tombstone itself (a few bytes) stays,
-so that a merge that was already running can never bring the data back.
+``mark_deleted`` runs in the API's DELETE handler, before it answers: it
+advances the app's generation (see generations.py), and from then on
+everything stored under an older one is hidden (batches.py never merges it,
+the API never serves it). ``delete_app`` runs later, in the delete flow, and
+removes what is hidden: staged and rejected uploads, the merged profile and the
+batch record. It takes the batch record as a lock so that no merge commits
+while it works. The generation record itself (a few bytes) stays, so that a
+merge that was already running can never bring the data back.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from .batches import Batch, latest_tombstone, read_merged
+from .batches import Batch, read_merged
 from .blobs import BlobStore
 from .errors import BlobNotFoundError, PreconditionFailedError
+from .generations import advance_generation, read_app_generation
 from .names import (
     app_prefix,
     batch_key,
@@ -26,7 +28,6 @@ from .names import (
     rejected_prefix,
     staging_prefix,
     time_of,
-    tombstone_key,
     tombstone_prefix,
 )
 
@@ -36,50 +37,48 @@ log = logging.getLogger(__name__)
 @dataclass(slots=True)
 class DeleteReport:
     app: str
-    until: int  # the tombstone time everything at or before was removed
+    generation: int  # everything of an older generation was removed
     removed: list[str] = field(default_factory=list)
 
 
 def has_data(store: BlobStore, app: str) -> bool:
-    """Whether the app has a merged profile or uploads that no tombstone hides."""
-    since = latest_tombstone(store, app)
+    """Whether the app has a merged profile or uploads that no delete hides."""
+    current = read_app_generation(store, app)
     for info in store.list(app_prefix(app)):
-        if info.key.startswith((staging_prefix(app), rejected_prefix(app))) and time_of(info.key) > since:
+        if info.key.startswith((staging_prefix(app), rejected_prefix(app))) and not current.hides_upload(info.key):
             return True
     merged = read_merged(store, app)
-    return merged is not None and merged.since >= since and bool(merged.tables.sample_values)
+    return merged is not None and not merged.labels.hidden_in(current) and bool(merged.tables.sample_values)
 
 
-def mark_deleted(store: BlobStore, app: str, now_ns: int | None = None) -> int:
-    """Write a tombstone for ``app`` (returns its time): nothing uploaded until now counts any more."""
-    when = time.time_ns() if now_ns is None else now_ns
-    store.put(tombstone_key(app, when), b"")
-    return when
+def mark_deleted(store: BlobStore, app: str) -> int:
+    """Advance the app's generation (returns the new one): nothing stored until now counts any more."""
+    return advance_generation(store, app)
 
 
 def needs_cleanup(store: BlobStore, app: str) -> bool:
-    """Whether a tombstone hides objects that are still stored (the delete flow did not run)."""
-    until = latest_tombstone(store, app)
-    if not until:
+    """Whether a delete hides objects that are still stored (the delete flow did not run)."""
+    current = read_app_generation(store, app)
+    if not current.ever_deleted():
         return False
     for prefix in (staging_prefix(app), rejected_prefix(app)):
-        if any(time_of(info.key) <= until for info in store.list(prefix)):
+        if any(current.hides_upload(info.key) for info in store.list(prefix)):
             return True
     merged = read_merged(store, app)
-    return merged is not None and merged.since < until
+    return merged is not None and merged.labels.hidden_in(current)
 
 
 def delete_app(
     store: BlobStore, app: str, *, lock_timeout: float = 120.0, poll: float = 0.5, take_over: bool = True
 ) -> DeleteReport | None:
-    """Remove everything the newest tombstone hides. Safe to run again after a crash.
+    """Remove everything a delete hides. Safe to run again after a crash.
 
     Waits up to ``lock_timeout`` for a running merge; then takes the batch
     over, or with ``take_over=False`` gives up and returns None.
     """
-    until = latest_tombstone(store, app)
-    report = DeleteReport(app, until)
-    etag = _lock(store, app, until, lock_timeout, poll, take_over)
+    current = read_app_generation(store, app)
+    report = DeleteReport(app, current.number)
+    etag = _lock(store, app, current.number, lock_timeout, poll, take_over)
     if etag is None:
         return None
 
@@ -87,27 +86,28 @@ def delete_app(
         if store.delete(key):
             report.removed.append(key)
 
-    for info in list(store.list(staging_prefix(app))):
-        if time_of(info.key) <= until:
-            remove(info.key)
-    for info in list(store.list(rejected_prefix(app))):
-        if time_of(info.key) <= until:
-            remove(info.key)
+    for prefix in (staging_prefix(app), rejected_prefix(app)):
+        for info in list(store.list(prefix)):
+            if current.hides_upload(info.key):
+                remove(info.key)
     merged = read_merged(store, app)
-    if merged is not None and merged.since < until:
+    if merged is not None and merged.labels.hidden_in(current):
         remove(merged_key(app))
+    # Tombstones from before generations: the newest still places what has no
+    # generation, until a delete since hides all of that.
+    newest = current.legacy_tombstone() if current.number == 0 else None
     for info in list(store.list(tombstone_prefix(app))):
-        if time_of(info.key) < until:
+        if newest is None or time_of(info.key) < newest:
             store.delete(info.key)
     _unlock(store, app, etag)
-    log.info("%s: deleted %d objects up to %d", app, len(report.removed), until)
+    log.info("%s: deleted %d objects older than generation %d", app, len(report.removed), current.number)
     return report
 
 
-def _lock(store: BlobStore, app: str, until: int, timeout: float, poll: float, take_over: bool) -> str | None:
+def _lock(store: BlobStore, app: str, generation: int, timeout: float, poll: float, take_over: bool) -> str | None:
     """Own the batch record, waiting for a running merge; take over one that looks dead."""
     deadline = time.monotonic() + timeout
-    record = Batch(f"delete-{uuid.uuid4().hex}", until, ())
+    record = Batch(f"delete-{uuid.uuid4().hex}", generation, ())
     while True:
         try:
             info, stream = store.open(batch_key(app))
@@ -124,12 +124,25 @@ def _lock(store: BlobStore, app: str, until: int, timeout: float, poll: float, t
                 return None
             if current.open:
                 log.warning("%s: batch %s stayed open for %.0fs; taking it over", app, current.id, timeout)
+                _settle(store, app, current)
         try:
             if etag is None:
                 return store.put(batch_key(app), record.to_json(), if_none_match=True).etag
             return store.put(batch_key(app), record.to_json(), if_match=etag).etag
         except PreconditionFailedError:
             continue
+
+
+def _settle(store: BlobStore, app: str, batch: Batch) -> None:
+    """Remove the uploads of a batch taken over if the merged profile holds them already.
+
+    Its run wrote the profile and died before removing them; once the record
+    is replaced, no merge would know they were merged, and would merge them again.
+    """
+    merged = read_merged(store, app)
+    if merged is not None and merged.batch == batch.id:
+        for key in batch.keys:
+            store.delete(key)
 
 
 def _unlock(store: BlobStore, app: str, etag: str) -> None:

@@ -66,3 +66,7 @@ class PreconditionFailedError(Exception):
 
 class BlobStoreError(Exception):
     """The blob store failed or is unreachable; the message says which and why."""
+
+
+class StagingError(Exception):
+    """An upload could not be staged for a reason that is worth retrying; the message says so."""

@@ -25,15 +25,20 @@ def check_app_name(app: str) -> str:
 
 # Key layout in the blob store, per app:
 #   <app>/default.pgo                                   the merged profile
-#   <app>/staging/<20-digit ns time>-<16 hex>.pb.gz     uploads waiting to be merged
+#   <app>/staging/<20-digit ns time>-<16 hex>-g<n>.pb.gz
+#                                                       uploads waiting to be merged, staged under generation n
 #   <app>/rejected/<staged name>[.reason]               uploads that could not be merged, and why
 #   <app>/batch.json                                    the merge batch under way (see batches.py)
-#   <app>/deleted/<20-digit ns time>                    when the app was deleted (tombstones)
+#   <app>/generation.json                               the app's generation (see generations.py)
+#   <app>/deleted/<20-digit ns time>                    tombstones of deletes from before generations
+# Keys written before generations have no "-g<n>" (see generations.py for how they count).
 MERGED_NAME = "default.pgo"
 STAGING = "staging"
 REJECTED = "rejected"
 BATCH_NAME = "batch.json"
+GENERATION_NAME = "generation.json"
 DELETED = "deleted"
+_GENERATION_IN_NAME = re.compile(r"-g(\d+)\.pb\.gz")
 
 
 def app_prefix(app: str) -> str:
@@ -56,11 +61,16 @@ def batch_key(app: str) -> str:
     return f"{check_app_name(app)}/{BATCH_NAME}"
 
 
+def generation_key(app: str) -> str:
+    return f"{check_app_name(app)}/{GENERATION_NAME}"
+
+
 def tombstone_prefix(app: str) -> str:
     return f"{check_app_name(app)}/{DELETED}/"
 
 
 def tombstone_key(app: str, when_ns: int) -> str:
+    """A tombstone as deletes wrote them before generations (tests make such stores with it)."""
     return f"{tombstone_prefix(app)}{when_ns:020d}"
 
 
@@ -70,16 +80,26 @@ def time_of(key: str) -> int:
     return int(stamp) if stamp.isdigit() else 0
 
 
-def new_staging_key(app: str, now_ns: int | None = None) -> str:
-    """A fresh staging key; keys sort by upload time and never collide.
+def generation_of(key: str) -> int | None:
+    """The generation a staging (or rejected) key was staged under; None for keys from before generations."""
+    found = _GENERATION_IN_NAME.search(key.rsplit("/", 1)[-1])
+    return int(found.group(1)) if found else None
 
+
+def new_staging_key(app: str, now_ns: int | None = None, generation: int = 0) -> str:
+    """A fresh staging key under ``generation``; keys never collide.
+
+    The time (``now_ns``, by default this machine's clock) only names and
+    roughly orders uploads; the generation decides which delete hides them.
     The random suffix keeps keys unique even for uploads in the same nanosecond.
     """
     import secrets
     import time
 
+    if generation < 0:
+        raise ValueError(f"a generation is never negative, not {generation}")
     stamp = time.time_ns() if now_ns is None else now_ns
-    return f"{staging_prefix(app)}{stamp:020d}-{secrets.token_hex(8)}.pb.gz"
+    return f"{staging_prefix(app)}{stamp:020d}-{secrets.token_hex(8)}-g{generation}.pb.gz"
 
 
 def app_of(key: str) -> str | None:

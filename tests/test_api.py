@@ -43,10 +43,12 @@ from sample_profiles import cpu_profile, heap_profile
 from api.limits import Limits
 from api.sinks import LogEventSink, open_sink
 from profiling import names
+from profiling.batches import Labels, find_pending
 from profiling.blobs import BlobStore
 from profiling.codec import decode, encode, encode_raw
 from profiling.errors import BlobStoreError, ProfileError
 from profiling.etags import content_etag
+from profiling.generations import read_generation
 from profiling.events import DELETED, UPLOADED, Event, EventError
 from profiling.model import Profile, Sample, ValueType
 from profiling.proto import profile_pb2 as pb
@@ -457,14 +459,15 @@ def test_download_with_etag_and_304(client: httpx.Client, store: BlobStore, cpu_
 
 
 class CountingStore:
-    """A real store that counts the reads of whole objects (``open``), to show what needs none."""
+    """A real store that counts the reads of whole merged profiles (``open``), to show what needs none."""
 
     def __init__(self, store: BlobStore) -> None:
         self._store = store
         self.opened: list[str] = []
 
     def open(self, key: str) -> tuple[Any, Any]:
-        self.opened.append(key)
+        if names.is_merged_key(key):
+            self.opened.append(key)
         return self._store.open(key)
 
     def __getattr__(self, name: str) -> Any:
@@ -649,10 +652,10 @@ def rejected_key(app: str) -> str:
     return f"{names.rejected_prefix(app)}{staged.rsplit('/', 1)[1]}.reason"
 
 
-def merged_since(since_ns: int) -> bytes:
-    """A merged profile as the merge flow writes it: its data counts from ``since_ns``."""
+def merged_of(generation: int) -> bytes:
+    """A merged profile as the merge flow writes it: its data are of ``generation``."""
     p = cpu_profile()
-    p.comments = ["autopgo.batch=b1", f"autopgo.since={since_ns}"]
+    p.comments = ["autopgo.batch=b1", f"autopgo.generation={generation}"]
     return encode(p)
 
 
@@ -669,8 +672,7 @@ def test_delete_hides_the_app_at_once_and_emits_event(
     assert response.json()["app"] == "svc"
     assert [(e.type, e.app) for e in sink.events] == [(DELETED, "svc")]
     assert sink.events[0].payload() == {"app": "svc"}
-    tombstones = keys_under(store, names.tombstone_prefix("svc"))
-    assert len(tombstones) == 1 and names.time_of(tombstones[0]) >= names.time_of(key)
+    assert read_generation(store, "svc").number == 1
     assert key in keys(store)  # removing it is a flow's job ...
     assert client.get("/api/profile/svc").status_code == 404  # ... but it is hidden at once
     assert client.head("/api/profile/svc").status_code == 404
@@ -687,6 +689,24 @@ def test_delete_404_when_nothing_stored(client: httpx.Client, store: BlobStore, 
     assert keys(store) == [names.merged_key("svc-other")]
 
 
+def test_a_delete_from_before_generations_still_hides_what_came_before_it(
+    client: httpx.Client, store: BlobStore
+) -> None:
+    tombstone = 1_700_000_000_000_000_000  # written by a delete then, by its time
+    store.put(f"{names.tombstone_prefix('svc')}{tombstone:020d}", b"")
+    for app, since in (("svc", tombstone - 1), ("svc", tombstone)):
+        p = cpu_profile()
+        p.comments = ["autopgo.batch=old", f"autopgo.since={since}"]
+        store.put(names.merged_key(app), encode(p))
+        served = since >= tombstone
+        assert client.get("/api/profile/svc").status_code == (200 if served else 404)
+        assert client.head("/api/profile/svc").status_code == (200 if served else 404)
+        assert [p["key"] for p in client.get("/api/profile").json()["profiles"]] == (["svc"] if served else [])
+    assert client.delete("/api/profile/svc").status_code == 202  # a delete now hides it, whatever its time
+    assert client.get("/api/profile/svc").status_code == 404
+    assert client.get("/api/profile").json()["profiles"] == []
+
+
 def test_data_after_a_deletion_is_served(client: httpx.Client, store: BlobStore, sink: RecordingSink) -> None:
     put_merged(store, "svc", CPU)
     assert client.delete("/api/profile/svc").status_code == 202
@@ -694,10 +714,10 @@ def test_data_after_a_deletion_is_served(client: httpx.Client, store: BlobStore,
     assert client.delete("/api/profile/svc").status_code == 202
     assert client.get("/api/profile/svc").status_code == 404
 
-    tombstone = max(names.time_of(k) for k in keys_under(store, names.tombstone_prefix("svc")))
-    store.put(names.merged_key("svc"), merged_since(tombstone + 1))  # merged from uploads after it
+    generation = read_generation(store, "svc").number
+    store.put(names.merged_key("svc"), merged_of(generation))  # merged from uploads after it
     response = client.get("/api/profile/svc")
-    assert response.status_code == 200 and response.content == merged_since(tombstone + 1)
+    assert response.status_code == 200 and response.content == merged_of(generation)
     assert client.head("/api/profile/svc").status_code == 200
     assert client.get("/api/profile/svc?trim=pgo").status_code == 200
     assert [p["key"] for p in client.get("/api/profile").json()["profiles"]] == ["svc"]
@@ -711,12 +731,8 @@ def test_delete_succeeds_when_the_event_is_lost(
     with caplog.at_level(logging.WARNING, logger="autopgo.api"):
         assert client.delete("/api/profile/svc").status_code == 202
     assert "prefect is down" in caplog.text
-    assert keys_under(store, names.tombstone_prefix("svc"))  # the sweep finds the tombstone
+    assert find_pending(store).deleted == {"svc"}  # the sweep finds the delete
     assert client.get("/api/profile/svc").status_code == 404
-
-
-def keys_under(store: BlobStore, prefix: str) -> list[str]:
-    return [info.key for info in store.list(prefix)]
 
 
 # --------------------------------------------------------------------------- events
@@ -1227,24 +1243,23 @@ def test_access_log_line(client: httpx.Client, caplog: pytest.LogCaptureFixture)
     assert re.fullmatch(r'127\.0\.0\.1 "POST /api/profile/svc" 201 \d+ \d+\.\dms', lines[1]), lines
 
 
-def test_time_of_a_merged_profile_is_read_once_per_version(
+def test_labels_of_a_merged_profile_are_read_once_per_version(
     client: httpx.Client, server: ThreadServer, store: BlobStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import api.visibility
 
     calls = []
-    real = api.visibility.since_of
+    real = api.visibility.labels_of
 
-    def counting(data: bytes, max_decompressed: int) -> int:
+    def counting(data: bytes, max_decompressed: int) -> Labels:
         calls.append(len(data))
         return real(data, max_decompressed)
 
-    monkeypatch.setattr(api.visibility, "since_of", counting)
+    monkeypatch.setattr(api.visibility, "labels_of", counting)
     put_merged(store, "svc", CPU)
     assert client.delete("/api/profile/svc").status_code == 202
-    tombstone = max(names.time_of(k) for k in keys_under(store, names.tombstone_prefix("svc")))
-    store.put(names.merged_key("svc"), merged_since(tombstone + 1))
+    store.put(names.merged_key("svc"), merged_of(1))
     for _ in range(3):
-        assert client.get("/api/profile/svc").content == merged_since(tombstone + 1)
+        assert client.get("/api/profile/svc").content == merged_of(1)
         assert client.head("/api/profile/svc").status_code == 200
     assert len(calls) == 1

@@ -1,11 +1,10 @@
-"""Exactly-once batch merging, deletes and cleaning, on the filesystem store."""
+"""Exactly-once batch merging, deletes and cleaning, on the filesystem store (crashes: test_crashes.py)."""
 
 from __future__ import annotations
 
+import json
 import random
 import re
-import subprocess
-import sys
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -13,22 +12,31 @@ from pathlib import Path
 
 import pytest
 
-from profiling.batches import BATCH_COMMENT, SINCE_COMMENT, merge_pending, read_merged
+from profiling.batches import LABEL_COMMENTS, merge_pending, read_merged
 from profiling.cleaning import CleanRule, clean
 from profiling.codec import encode
-from profiling.deletion import delete_app, has_data, mark_deleted
+from profiling.deletion import delete_app, has_data, mark_deleted, needs_cleanup
 from profiling.merge import merge
 from profiling.model import Function, Line, Location, Profile, Sample, ValueType
 from profiling.noinline import NOINLINE_SUFFIX, guard_never_inline
-from profiling.names import merged_key, new_staging_key, rejected_prefix, staging_prefix
+from profiling.names import (
+    batch_key,
+    generation_key,
+    generation_of,
+    merged_key,
+    new_staging_key,
+    rejected_prefix,
+    staging_prefix,
+    tombstone_key,
+)
 from profiling.rules import PruneRule
+from profiling.staging import stage_upload
 from profiling.stores import open_store
 from profiling.tables import to_profile
 from profiling.trim import pgo_edges
 
 APP = "shop"
 CPU = [ValueType("samples", "count"), ValueType("cpu", "nanoseconds")]
-HERE = Path(__file__).resolve().parent
 
 
 def upload_profile(n: int, weight: int = 1) -> Profile:
@@ -45,13 +53,13 @@ def upload_profile(n: int, weight: int = 1) -> Profile:
 
 
 def stage(store, n: int, now_ns: int | None = None) -> str:
-    key = new_staging_key(APP, now_ns)
-    store.put(key, encode(upload_profile(n)), if_none_match=True)
-    return key
+    """Upload ``n`` as the API stages it (``now_ns`` names the key, as a server's clock would)."""
+    clock = time.time_ns if now_ns is None else (lambda: now_ns)
+    return stage_upload(store, APP, encode(upload_profile(n)), clock=clock)
 
 
 def without_batch_comments(p: Profile) -> Profile:
-    p.comments = [c for c in p.comments if not c.startswith((BATCH_COMMENT, SINCE_COMMENT))]
+    p.comments = [c for c in p.comments if not c.startswith(LABEL_COMMENTS)]
     return p
 
 
@@ -145,81 +153,18 @@ def test_never_inline_guard_applies_at_every_merge_once(store) -> None:
     assert counts(merged) == {f"main.upload{n}{NOINLINE_SUFFIX}": 1 for n in range(5)}
 
 
-CRASH_DRIVER = """
-import os, signal, sys
-from datetime import timedelta
-sys.path.insert(0, {root!r})
-from profiling.batches import merge_pending
-from profiling.stores import open_store
-
-store = open_store({blobs!r})
-steps = 0
-limit = int(sys.argv[1])
-
-def counted(method):
-    def call(*args, **kwargs):
-        global steps
-        if steps == limit:
-            os.kill(os.getpid(), signal.SIGKILL)
-        result = method(*args, **kwargs)
-        steps += 1
-        return result
-    return call
-
-for name in ("put", "delete"):
-    setattr(store, name, counted(getattr(store, name)))
-merge_pending(store, "shop", max_batch=3, recover_after=timedelta(0))
-print(steps)
-"""
-
-
-def test_a_process_killed_at_every_step_then_rerun_counts_each_upload_once(tmp_path: Path) -> None:
-    def scenario(root: Path):
-        s = open_store(str(root))
-        for n in range(3):
-            stage(s, n, now_ns=1_000 + n)
-        merge_pending(s, APP)  # an existing merged profile
-        for n in range(3, 10):
-            stage(s, n, now_ns=2_000 + n)
-        return s
-
-    reference = scenario(tmp_path / "reference")
-    merge_pending(reference, APP, max_batch=3)
-    expected = merged_profile(reference)
-    assert counts(expected) == {f"main.upload{n}": 1 for n in range(10)}
-
-    def run_driver(blobs: Path, limit: int) -> subprocess.CompletedProcess:
-        script = tmp_path / "driver.py"
-        script.write_text(CRASH_DRIVER.format(root=str(HERE.parent), blobs=str(blobs)))
-        return subprocess.run([sys.executable, str(script), str(limit)], capture_output=True, text=True, timeout=60)
-
-    total = int(run_driver(_fresh(scenario, tmp_path / "count"), 10**6).stdout)
-    assert total > 10
-    for limit in range(total):
-        blobs = _fresh(scenario, tmp_path / f"crash{limit}")
-        result = run_driver(blobs, limit)
-        assert result.returncode == -9, (limit, result.stderr)
-        recovered = open_store(str(blobs))
-        merge_pending(recovered, APP, max_batch=3, recover_after=timedelta(0))
-        assert merged_profile(recovered) == expected, f"killed after {limit} writes"
-        assert list(recovered.list(staging_prefix(APP))) == []
-
-
-def _fresh(scenario, root: Path) -> Path:
-    scenario(root)
-    return root
-
-
 def test_uploads_merges_and_a_delete_racing(store) -> None:
-    uploaded: list[tuple[int, int]] = []  # (upload number, staging time)
+    # (upload, key, answered before the delete began, begun after it was answered)
+    uploaded: list[tuple[int, str, bool, bool]] = []
+    deleting, deleted = threading.Event(), threading.Event()
     stop = threading.Event()
     errors: list[BaseException] = []
 
     def uploader(first: int) -> None:
         for n in range(first, first + 40):
-            now = time.time_ns()
-            stage(store, n, now_ns=now)
-            uploaded.append((n, now))
+            after = deleted.is_set()
+            key = stage(store, n)
+            uploaded.append((n, key, not deleting.is_set(), after))
             time.sleep(random.random() / 500)
 
     def merger() -> None:
@@ -234,7 +179,9 @@ def test_uploads_merges_and_a_delete_racing(store) -> None:
     for t in threads + mergers:
         t.start()
     time.sleep(0.05)
-    tombstone = mark_deleted(store, APP)
+    deleting.set()
+    generation = mark_deleted(store, APP)
+    deleted.set()
     delete_app(store, APP)
     for t in threads:
         t.join()
@@ -244,9 +191,11 @@ def test_uploads_merges_and_a_delete_racing(store) -> None:
     merge_pending(store, APP)
     assert not errors
 
-    after = {f"main.upload{n}": 1 for n, when in uploaded if when > tombstone}
-    assert counts(merged_profile(store)) == after  # nothing lost, nothing resurrected, each once
-    assert read_merged(store, APP).since == tombstone
+    kept = {n for n, key, _, _ in uploaded if generation_of(key) == generation}
+    assert {n for n, _, _, after in uploaded if after} <= kept  # everything after the delete counts
+    assert not {n for n, _, before, _ in uploaded if before} & kept  # nothing from before it does
+    assert counts(merged_profile(store)) == {f"main.upload{n}": 1 for n in kept}  # each once
+    assert read_merged(store, APP).labels.generation == generation
 
 
 def test_delete_hides_at_once_and_removes_everything(store) -> None:
@@ -259,19 +208,63 @@ def test_delete_hides_at_once_and_removes_everything(store) -> None:
     merge_pending(store, APP)
     assert has_data(store, APP)
 
-    when = mark_deleted(store, APP)
+    generation = mark_deleted(store, APP)
     assert not has_data(store, APP)
     current = read_merged(store, APP)
-    assert current is not None and current.since < when  # stale: the API must not serve it
+    assert current is not None and current.labels.generation < generation  # stale: the API must not serve it
 
     report = delete_app(store, APP)
     left = [info.key for info in store.list(f"{APP}/")]
     assert merged_key(APP) in report.removed
-    assert all(key.startswith(f"{APP}/deleted/") for key in left) and len(left) == 1, left
+    assert left == [generation_key(APP)]
 
     stage(store, 11)
     merge_pending(store, APP)
     assert counts(merged_profile(store)) == {"main.upload11": 1}  # a fresh profile
+
+
+def legacy_staged(store, n: int, when_ns: int) -> str:
+    """An upload staged as before generations: a key without ``-g<n>``."""
+    key = f"{staging_prefix(APP)}{when_ns:020d}-{n:016x}.pb.gz"
+    store.put(key, encode(upload_profile(n)))
+    return key
+
+
+def test_a_store_from_before_generations_keeps_working(store) -> None:
+    tombstone = 1_700_000_000_000_000_000  # a delete as it was recorded then: by its time
+    store.put(tombstone_key(APP, tombstone - 100), b"")
+    store.put(tombstone_key(APP, tombstone), b"")
+    before = legacy_staged(store, 2, tombstone - 10)
+    after = legacy_staged(store, 3, tombstone + 10)
+    old = merge([upload_profile(0), upload_profile(1)])
+    old.comments = ["autopgo.batch=old", f"autopgo.since={tombstone}"]  # merged after that delete
+    store.put(merged_key(APP), encode(old))
+    # a batch a crashed merge left open, as records were written then
+    store.put(batch_key(APP), json.dumps({"id": "old2", "since": tombstone, "keys": [after], "open": True}).encode())
+    assert has_data(store, APP) and needs_cleanup(store, APP)  # upload 2 is hidden, not yet removed
+
+    stage(store, 4)  # an upload now: generation 0, as the app never was deleted since
+    merge_pending(store, APP, recover_after=timedelta(0))
+    assert counts(merged_profile(store)) == {f"main.upload{n}": 1 for n in (0, 1, 3, 4)}
+    assert before not in {info.key for info in store.list(staging_prefix(APP))}
+    assert not needs_cleanup(store, APP)
+
+    mark_deleted(store, APP)  # the first delete since: hides all of it, whatever its time
+    assert not has_data(store, APP) and needs_cleanup(store, APP)
+    delete_app(store, APP)
+    assert [info.key for info in store.list(f"{APP}/")] == [generation_key(APP)]
+
+
+def test_a_merged_profile_from_before_a_tombstone_stays_hidden(store) -> None:
+    tombstone = 1_700_000_000_000_000_000
+    store.put(tombstone_key(APP, tombstone), b"")
+    old = upload_profile(0)
+    old.comments = ["autopgo.batch=old", f"autopgo.since={tombstone - 1}"]
+    store.put(merged_key(APP), encode(old))
+    assert not has_data(store, APP) and needs_cleanup(store, APP)
+    stage(store, 1)
+    merge_pending(store, APP)
+    assert counts(merged_profile(store)) == {"main.upload1": 1}  # a fresh profile
 
 
 def test_clean_by_age_and_size(store) -> None:

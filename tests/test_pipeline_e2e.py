@@ -18,7 +18,8 @@ import httpx
 import pytest
 
 import harness
-from profiling.batches import BATCH_COMMENT, SINCE_COMMENT
+from profiling.batches import LABEL_COMMENTS
+from profiling.names import generation_key
 from profiling.fileio import read_profile
 from profiling.model import Profile
 from profiling.noinline import BUILTIN_NEVER_INLINE, NOINLINE_SUFFIX, guard_never_inline
@@ -69,7 +70,7 @@ class RecordingProxy:
 
 
 def strip_batch_comments(p: Profile) -> Profile:
-    p.comments = [c for c in p.comments if not c.startswith((BATCH_COMMENT, SINCE_COMMENT))]
+    p.comments = [c for c in p.comments if not c.startswith(LABEL_COMMENTS)]
     return p
 
 
@@ -176,7 +177,7 @@ apps:
             store = open_store(str(blobs))
             wait_for(
                 "the delete flow",
-                lambda: [i.key for i in store.list(f"{APP}/")] == [i.key for i in store.list(f"{APP}/deleted/")],
+                lambda: [i.key for i in store.list(f"{APP}/")] == [generation_key(APP)],  # all but the generation
                 120,
             )
         finally:
