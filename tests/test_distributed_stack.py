@@ -1,0 +1,118 @@
+"""autopgo on Prefect's distributed setup (tests/distributed.py): two API servers and the
+services process sharing PostgreSQL and Redis. A process work pool is created and autopgo's
+sweep deployed through one API server; a worker polling the other runs it against S3
+(SeaweedFS); an event sent to the first is read back from the second; once stopped, no
+process of the stack is left.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from distributed import Stack, distributed_stack
+from profiling.batches import read_merged
+from profiling.events import UPLOADED, Event
+from profiling.names import new_staging_key
+from profiling.prefect_events import PrefectEventSink
+from profiling.stores import open_store
+from processes import BIN, wait_for
+from seaweed import SeaweedFS, seaweedfs  # noqa: F401  (seaweedfs is a session fixture)
+
+pytestmark = pytest.mark.slow
+
+# Deploys flows.merge:sweep from the installed code (a module path, so a worker needs autopgo
+# installed, not a checkout), as `autopgo deploy` would: no image, nothing built or pushed.
+DEPLOY = """
+import sys
+from prefect import deploy
+from prefect.deployments.runner import EntrypointType
+from flows.merge import sweep
+
+name, pool = sys.argv[1:]
+deployment = sweep.to_deployment(name=name, entrypoint_type=EntrypointType.MODULE_PATH)
+(deployment_id,) = deploy(deployment, work_pool_name=pool, build=False, push=False,
+                          print_next_steps_message=False, ignore_warnings=True)
+print(deployment_id)
+"""
+
+
+def test_a_worker_of_one_api_server_runs_autopgo_deployed_through_the_other(
+    seaweedfs: SeaweedFS,  # noqa: F811
+    cpu_profiles: list[Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app, pool = f"dist-{uuid.uuid4().hex[:8]}", "autopgo"
+    store_url = seaweedfs.url(app)
+    config = tmp_path / "autopgo.yaml"
+    config.write_text(f"blob_store: {json.dumps(store_url)}\n")
+    for name, value in seaweedfs.credentials_env().items():
+        monkeypatch.setenv(name, value)
+    store = open_store(store_url)
+    store.put(new_staging_key(app), cpu_profiles[0].read_bytes(), if_none_match=True)
+
+    with distributed_stack(seaweedfs) as stack:
+        first, second = stack.api_urls
+        sink = PrefectEventSink(first)
+        sink.emit(Event(UPLOADED, app, "marker-key"))
+        sink.close()
+
+        prefect(stack, "work-pool", "create", pool, "--type", "process")
+        worker = stack.start(
+            "worker",
+            [str(BIN / "prefect"), "worker", "start", "--pool", pool],
+            stack.client_env("worker", api=1, PREFECT_WORKER_QUERY_SECONDS="1", AUTOPGO_CONFIG=str(config)),
+        )
+        deployment_id = python(stack, DEPLOY, "sweep-distributed", pool).strip().splitlines()[-1]
+        run = httpx.post(f"{first}/deployments/{deployment_id}/create_flow_run", json={}, timeout=30)
+        run.raise_for_status()
+
+        state = wait_for("the worker's run", lambda: final_state(second, run.json()["id"]), 120, every=1)
+        assert state == "COMPLETED", stack.log_of("worker")[-5000:]
+        assert worker.popen.poll() is None
+        merged = read_merged(store, app)
+        assert merged is not None and merged.tables.sample_values  # the run merged the staged upload on S3
+        assert list(store.list(f"{app}/staging/")) == []
+
+        events = wait_for("the event through the other API server", lambda: read_events(second, app), 60, every=1)
+        assert [(e["event"], e["payload"]) for e in events] == [(UPLOADED, {"app": app, "profileKey": "marker-key"})]
+
+    assert stack.leftovers() == []  # the stack's stop also fails on any process left
+    assert not stack.workdir.exists()
+
+
+def prefect(stack: Stack, *args: str) -> str:
+    """Run the prefect CLI as a client of the first API server."""
+    return run([str(BIN / "prefect"), *args], stack, "cli")
+
+
+def python(stack: Stack, code: str, *args: str) -> str:
+    """Run ``code`` in a Python process that is a client of the first API server."""
+    return run([sys.executable, "-c", code, *args], stack, "deploy")
+
+
+def run(argv: list[str], stack: Stack, name: str) -> str:
+    done = subprocess.run(argv, env=stack.client_env(name), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"{argv[:3]} failed:\n{done.stdout}{done.stderr}"
+    return done.stdout
+
+
+def final_state(api_url: str, flow_run_id: str) -> str | None:
+    """The flow run's state type once it is final, else None."""
+    flow_run = httpx.get(f"{api_url}/flow_runs/{flow_run_id}", timeout=10).json()
+    state = (flow_run.get("state") or {}).get("type")
+    return state if state in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"} else None
+
+
+def read_events(api_url: str, app: str) -> list[dict]:
+    body = {"filter": {"resource": {"id": [f"autopgo.app.{app}"]}}, "limit": 10}
+    response = httpx.post(f"{api_url}/events/filter", json=body, timeout=10)
+    response.raise_for_status()
+    return response.json()["events"]
