@@ -37,7 +37,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -153,9 +153,11 @@ class Stack:
             **extra,
         }
 
-    def start(self, name: str, argv: list[str], env: dict[str, str], **options: object) -> Process:
+    def start(
+        self, name: str, argv: list[str], env: dict[str, str], *, stop_signal: int = signal.SIGTERM, user: int | None = None
+    ) -> Process:
         """Start a process that belongs to the stack (logging to ``<workdir>/<name>.log``)."""
-        process = Process(argv, env, self.workdir / f"{name}.log", **options)  # type: ignore[arg-type]
+        process = Process(argv, env, self.workdir / f"{name}.log", stop_signal=stop_signal, user=user)
         self.processes.append(process)
         return process
 
@@ -175,10 +177,11 @@ class Stack:
         assert not left, f"processes of the stack still running: {left}"
 
 
-def wait_for_none(pids: object, timeout: float) -> list[int]:
-    """``pids()`` once it is empty, or what it still returns after ``timeout`` seconds."""
+def wait_for_none(pids: Callable[[], list[int]], timeout: float) -> list[int]:
+    """``pids()`` once it is empty, or what it still returns after ``timeout`` seconds (a
+    stopped server's children may take a moment to exit)."""
     deadline = time.monotonic() + timeout
-    while (left := pids()) and time.monotonic() < deadline:  # type: ignore[operator]
+    while (left := pids()) and time.monotonic() < deadline:
         time.sleep(0.2)
     return left
 
@@ -235,18 +238,22 @@ def start_redis(stack: Stack) -> None:
 def start_prefect(stack: Stack, api_servers: int) -> None:
     """Migrate the database once, then start the API servers and the services together."""
     prefect = str(BIN / "prefect")
+    started = time.monotonic()
     done = subprocess.run(
         [prefect, "server", "database", "upgrade", "-y"],
         env=stack.server_env("migrate"), capture_output=True, text=True, timeout=600,
     )
     if done.returncode:
         raise RuntimeError(f"prefect server database upgrade failed:\n{done.stdout}{done.stderr}")
+    log.info("migrated the database in %.1fs", time.monotonic() - started)
     stack.api_ports = [free_port() for _ in range(api_servers)]
+    # The first API server registers Prefect's block types, as every one does by default: on
+    # a fresh database two doing it at once collide on the same rows and one fails to start.
     apis = [
         stack.start(
             f"api{i}",
             [prefect, "server", "start", "--no-services", "--host", "127.0.0.1", "--port", str(port)],
-            stack.server_env(f"api{i}"),
+            {**stack.server_env(f"api{i}"), **({} if i == 0 else {"PREFECT_SERVER_REGISTER_BLOCKS_ON_START": "false"})},
         )
         for i, port in enumerate(stack.api_ports)
     ]
@@ -254,6 +261,7 @@ def start_prefect(stack: Stack, api_servers: int) -> None:
     for i, (api, url) in enumerate(zip(apis, stack.api_urls, strict=True)):
         wait_for(f"Prefect API server {i}", lambda: _alive(api, stack, f"api{i}") and healthy(f"{url}/health"), START_TIMEOUT)
     _alive(services, stack, "services")
+    log.info("Prefect API servers up in %.1fs", time.monotonic() - started)
 
 
 def _alive(process: Process, stack: Stack, name: str) -> bool:
