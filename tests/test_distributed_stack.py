@@ -1,8 +1,8 @@
 """autopgo on Prefect's distributed setup (tests/distributed.py): two API servers and the
 services process sharing PostgreSQL and Redis. A process work pool is created and autopgo's
-sweep deployed through one API server; a worker polling the other runs it against S3
-(SeaweedFS); an event sent to the first is read back from the second; once stopped, no
-process of the stack is left.
+sweep and merge-on-upload deployed through one API server; a worker polling the other runs
+the sweep against S3 (SeaweedFS), then the merge that an upload event sent to the first
+triggers; the event is read back from the second; once stopped, no process is left.
 """
 
 from __future__ import annotations
@@ -27,62 +27,71 @@ from seaweed import SeaweedFS, seaweedfs  # noqa: F401  (seaweedfs is a session 
 
 pytestmark = pytest.mark.slow
 
-# Deploys flows.merge:sweep from the installed code (a module path, so a worker needs autopgo
-# installed, not a checkout), as `autopgo deploy` would: no image, nothing built or pushed.
+# Deploys autopgo's sweep, and its merge with the upload trigger `autopgo up` uses (without
+# the linger, to end at once), from the installed code: module paths, so a worker needs
+# autopgo installed, not a checkout; no image, nothing built or pushed. Prints their ids.
 DEPLOY = """
 import sys
 from prefect import deploy
 from prefect.deployments.runner import EntrypointType
-from flows.merge import sweep
+from flows.deployments import upload_trigger
+from flows.merge import merge, sweep
 
-name, pool = sys.argv[1:]
-deployment = sweep.to_deployment(name=name, entrypoint_type=EntrypointType.MODULE_PATH)
-(deployment_id,) = deploy(deployment, work_pool_name=pool, build=False, push=False,
-                          print_next_steps_message=False, ignore_warnings=True)
-print(deployment_id)
+module = EntrypointType.MODULE_PATH
+ids = deploy(
+    sweep.to_deployment(name="sweep", entrypoint_type=module),
+    merge.to_deployment(name="on-upload", entrypoint_type=module, triggers=[upload_trigger()],
+                        parameters={"linger_seconds": 0}),
+    work_pool_name=sys.argv[1], build=False, push=False, print_next_steps_message=False, ignore_warnings=True,
+)
+print(*ids)
 """
 
 
-def test_a_worker_of_one_api_server_runs_autopgo_deployed_through_the_other(
+def test_workers_of_one_api_server_run_autopgo_deployed_and_triggered_through_the_other(
     seaweedfs: SeaweedFS,  # noqa: F811
     cpu_profiles: list[Path],
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    app, pool = f"dist-{uuid.uuid4().hex[:8]}", "autopgo"
-    store_url = seaweedfs.url(app)
+    swept, uploaded, pool = f"swept-{uuid.uuid4().hex[:8]}", f"uploaded-{uuid.uuid4().hex[:8]}", "autopgo"
+    store_url = seaweedfs.url(f"stack-{uuid.uuid4().hex[:8]}")
     config = tmp_path / "autopgo.yaml"
     config.write_text(f"blob_store: {json.dumps(store_url)}\n")
     for name, value in seaweedfs.credentials_env().items():
         monkeypatch.setenv(name, value)
     store = open_store(store_url)
-    store.put(new_staging_key(app), cpu_profiles[0].read_bytes(), if_none_match=True)
+    store.put(new_staging_key(swept), cpu_profiles[0].read_bytes(), if_none_match=True)
 
     with distributed_stack(seaweedfs) as stack:
         first, second = stack.api_urls
-        sink = PrefectEventSink(first)
-        sink.emit(Event(UPLOADED, app, "marker-key"))
-        sink.close()
-
         prefect(stack, "work-pool", "create", pool, "--type", "process")
         worker = stack.start(
             "worker",
             [str(BIN / "prefect"), "worker", "start", "--pool", pool],
             stack.client_env("worker", api=1, PREFECT_WORKER_QUERY_SECONDS="1", AUTOPGO_CONFIG=str(config)),
         )
-        deployment_id = python(stack, DEPLOY, "sweep-distributed", pool).strip().splitlines()[-1]
-        run = httpx.post(f"{first}/deployments/{deployment_id}/create_flow_run", json={}, timeout=30)
+        sweep_id, merge_id = python(stack, DEPLOY, pool).splitlines()[-1].split()
+
+        run = httpx.post(f"{first}/deployments/{sweep_id}/create_flow_run", json={}, timeout=30)
         run.raise_for_status()
-
-        state = wait_for("the worker's run", lambda: final_state(second, run.json()["id"]), 120, every=1)
+        state = wait_for("the worker's sweep", lambda: final_state(second, run.json()["id"]), 120, every=1)
         assert state == "COMPLETED", stack.log_of("worker")[-5000:]
-        assert worker.popen.poll() is None
-        merged = read_merged(store, app)
-        assert merged is not None and merged.tables.sample_values  # the run merged the staged upload on S3
-        assert list(store.list(f"{app}/staging/")) == []
+        assert read_merged(store, swept) is not None  # the run merged the staged upload on S3
 
-        events = wait_for("the event through the other API server", lambda: read_events(second, app), 60, every=1)
-        assert [(e["event"], e["payload"]) for e in events] == [(UPLOADED, {"app": app, "profileKey": "marker-key"})]
+        key = new_staging_key(uploaded)
+        store.put(key, cpu_profiles[1].read_bytes(), if_none_match=True)
+        sink = PrefectEventSink(first)
+        sink.emit(Event(UPLOADED, uploaded, key))  # what the API does after staging
+        sink.close()
+        state = wait_for("the triggered merge", lambda: final_state_of_deployment(second, merge_id), 120, every=1)
+        assert state == "COMPLETED", stack.log_of("worker")[-5000:]
+        assert read_merged(store, uploaded) is not None
+        assert list(store.list(f"{uploaded}/staging/")) == []
+        assert worker.popen.poll() is None
+
+        events = read_events(second, uploaded)
+        assert [(e["event"], e["payload"]) for e in events] == [(UPLOADED, {"app": uploaded, "profileKey": key})]
 
     assert stack.leftovers() == []  # the stack's stop also fails on any process left
     assert not stack.workdir.exists()
@@ -109,6 +118,13 @@ def final_state(api_url: str, flow_run_id: str) -> str | None:
     flow_run = httpx.get(f"{api_url}/flow_runs/{flow_run_id}", timeout=10).json()
     state = (flow_run.get("state") or {}).get("type")
     return state if state in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"} else None
+
+
+def final_state_of_deployment(api_url: str, deployment_id: str) -> str | None:
+    """The state type of the deployment's first flow run once it is final, else None."""
+    body = {"deployments": {"id": {"any_": [deployment_id]}}, "limit": 1}
+    runs = httpx.post(f"{api_url}/flow_runs/filter", json=body, timeout=10).json()
+    return final_state(api_url, runs[0]["id"]) if runs else None
 
 
 def read_events(api_url: str, app: str) -> list[dict]:
