@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -108,6 +109,21 @@ def processes_using(marker: str) -> list[int]:
     return found
 
 
+def processes_in(folder: Path) -> list[int]:
+    """Pids whose working folder is ``folder`` or below it, but this one's: finds servers that
+    overwrite their environment with their process title (PostgreSQL, Redis) but work in their
+    data folder."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if Path(os.readlink(entry / "cwd")).is_relative_to(folder.resolve()):
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
 def prefect_env(home: Path, port: int, **extra: str) -> dict[str, str]:
     """The environment of a local Prefect server on SQLite under ``home``, and of its clients."""
     home.mkdir(parents=True, exist_ok=True)
@@ -127,15 +143,31 @@ def prefect_server_argv(port: int) -> list[str]:
 
 
 class Process:
-    """A process in its own group, logging to a file; ``stop`` ends the whole group."""
+    """A process in its own group, logging to a file; ``stop`` ends the whole group.
 
-    def __init__(self, argv: list[str], env: dict[str, str], log: Path) -> None:
+    ``stop_signal`` asks it to stop (SIGKILL follows after 30 s); ``user`` runs it as that
+    uid (and its primary gid), for programs that refuse to run as root such as PostgreSQL.
+    """
+
+    def __init__(
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        log: Path,
+        *,
+        stop_signal: int = signal.SIGTERM,
+        user: int | None = None,
+    ) -> None:
         self.log = log.open("ab")
-        self.popen = subprocess.Popen(argv, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.stop_signal = stop_signal
+        as_user = {} if user is None else {"user": user, "group": _primary_gid(user), "extra_groups": []}
+        self.popen = subprocess.Popen(
+            argv, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True, **as_user
+        )
 
     def stop(self) -> None:
         if self.popen.poll() is None:
-            os.killpg(self.popen.pid, signal.SIGTERM)
+            os.killpg(self.popen.pid, self.stop_signal)
             try:
                 self.popen.wait(30)
             except subprocess.TimeoutExpired:
@@ -146,3 +178,7 @@ class Process:
             pass
         self.popen.wait()
         self.log.close()
+
+
+def _primary_gid(uid: int) -> int:
+    return pwd.getpwuid(uid).pw_gid
