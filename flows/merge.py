@@ -11,9 +11,9 @@ An app's merge is not a task run: at fleet size a task run per app and merge
 cost the Prefect server more than the merge itself (about 35 ms of its CPU each,
 measured on SQLite). What a user looks for per app is published instead as the
 app's artifact, ``merge-<app>``: when it was last merged, from how many uploads,
-or why it failed; and each committed batch emits ``profile.merged`` on the app's
-resource, for automations (a rebuild) and the event feed. A failing app fails alone, is retried after ``RETRY_AFTER``,
-and the run ends Failed naming it.
+or why it failed. Each committed batch also emits ``profile.merged`` on the
+app's resource, for automations (a rebuild) and the event feed. A failing app
+fails alone, is retried after ``RETRY_AFTER``, and the run ends Failed naming it.
 """
 
 from __future__ import annotations
