@@ -7,9 +7,12 @@ environment variables; the server itself reads no environment.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 
+from profiling.staging import Clock
 from profiling.stores import DEFAULT_BLOB_STORE
 from profiling.units import parse_duration
 
@@ -17,6 +20,7 @@ from .limits import Limits
 from .targethealth import DEFAULT_EVERY
 
 EVENT_SINKS = ("prefect", "log")
+CLOCK_OFFSET_ENV = "AUTOPGO_CLOCK_OFFSET"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +71,29 @@ class ServerConfig:
     read_timeout: float = 30.0  # seconds a connection may stay silent
     pipeline_config: str | None = None  # autopgo.yaml: its apps' target sources show in /api/health
     targets_every: float = DEFAULT_EVERY  # seconds between two listings of each target source, for /api/health
+    clock_offset_ns: int = 0  # added to the clock the API stages uploads with; for testing clock skew only
+
+
+def clock_offset_ns(env: Mapping[str, str]) -> int:
+    """``AUTOPGO_CLOCK_OFFSET`` in nanoseconds (a duration such as ``5m`` or ``-5m``; 0 when unset).
+
+    A seam for testing clock skew between API servers without touching the
+    machine's clock: a server given an offset stages uploads as if its clock were
+    that far ahead (or behind). Not a user setting, and not documented as one.
+    """
+    text = (env.get(CLOCK_OFFSET_ENV) or "").strip()
+    if not text or text in {"0", "-0"}:
+        return 0
+    sign = -1 if text.startswith("-") else 1
+    magnitude = parse_duration(text.lstrip("-"), CLOCK_OFFSET_ENV, bare_seconds=True)
+    return sign * (magnitude // timedelta(microseconds=1)) * 1000
+
+
+def offset_clock(offset_ns: int) -> Clock:
+    """The machine's clock (nanoseconds since the epoch) shifted by ``offset_ns``."""
+    if offset_ns == 0:
+        return time.time_ns
+    return lambda: time.time_ns() + offset_ns
 
 
 def default_workers(cpus: int | None = None) -> int:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from http import HTTPStatus
@@ -38,7 +39,7 @@ from profiling.codec import DEFAULT_MAX_DECOMPRESSED, decode, encode
 from profiling.errors import BlobNotFoundError, BlobStoreError, ProfileError, StagingError
 from profiling.events import DELETED, UPLOADED, Event, EventError, EventSink
 from profiling.deletion import has_data, mark_deleted
-from profiling.staging import stage_upload
+from profiling.staging import Clock, stage_upload
 from profiling.etags import content_etag
 from profiling.measurement import size_label
 from profiling.generations import AppGeneration, Generation, read_generation
@@ -76,8 +77,10 @@ class ProfileApi:
         trim_cache: TrimCache | None = None,
         target_sources: Mapping[str, TargetSource] | None = None,
         targets_every: float = DEFAULT_EVERY,
+        clock: Clock = time.time_ns,
     ) -> None:
         self.store = store
+        self.clock = clock  # names staged uploads; shifted only to test clock skew (api.config.offset_clock)
         self.sink = sink
         # app -> its target source, listed in the background every targets_every seconds for /api/health
         self.target_health = TargetHealth(target_sources or {}, every=targets_every)
@@ -117,7 +120,7 @@ class ProfileApi:
     def _stage(self, app: str, data: bytes) -> str:
         try:
             with _store_errors():
-                return stage_upload(self.store, app, data)
+                return stage_upload(self.store, app, data, clock=self.clock)
         except StagingError as exc:
             raise unavailable(str(exc)) from None
 

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from profiling.errors import BlobStoreError
 
 from .auth import BearerAuth
-from .config import ServerConfig
+from .config import ServerConfig, offset_clock
 from .connections import Connections
 from .errors import ApiError
 from .handlers import ProfileApi
@@ -335,6 +335,7 @@ def create_server(config: ServerConfig) -> ApiServer:
             workers=config.workers,
             target_sources=_target_sources(config.pipeline_config),
             targets_every=config.targets_every,
+            clock=offset_clock(config.clock_offset_ns),
         )
         undo.callback(api.checker.close)
         undo.callback(api.target_health.close)

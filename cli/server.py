@@ -203,7 +203,7 @@ def _file_values(config: Config) -> dict[str, Any]:
 def run_server(args: argparse.Namespace) -> int:
     import logging
 
-    from api.config import EventsConfig, ServerConfig, default_workers
+    from api.config import EventsConfig, ServerConfig, clock_offset_ns, default_workers
     from api.limits import Limits
     from api.server import create_server, serve
     from profiling.config import load_config
@@ -229,6 +229,7 @@ def run_server(args: argparse.Namespace) -> int:
         workers=default_workers() if value["workers"] is None else value["workers"],
         events=EventsConfig.choose(args.events, args.prefect_api_url, os.environ),
         pipeline_config=args.config,
+        clock_offset_ns=clock_offset_ns(os.environ),
     )
     if config.protect_reads and not config.token:
         origin = chosen["protect_reads"].origin
@@ -244,6 +245,8 @@ def run_server(args: argparse.Namespace) -> int:
         if setting.name == "workers":
             shown = config.workers
         log.info("setting %s = %s (from %s)", setting.name, shown, c.origin)
+    if config.clock_offset_ns:
+        log.warning("clock shifted by %+.3fs (AUTOPGO_CLOCK_OFFSET, for testing clock skew)", config.clock_offset_ns / 1e9)
     print(f"autopgo server listening on {server.url}", flush=True)
     log.info(
         "blob store %s, events to %s, %d validation workers, token %s",
