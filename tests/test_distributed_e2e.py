@@ -19,6 +19,8 @@ every other run reaches a final state, and nothing of the stack is left running.
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import signal
 import subprocess
@@ -93,21 +95,11 @@ def marked(base: Profile, n: int) -> Profile:
     function_id = max((f.id for f in base.functions), default=0) + 1
     location_id = max((loc.id for loc in base.locations), default=0) + 1
     values = tuple(1 if t.type == "samples" else base.period for t in base.sample_types)
-    return Profile(
-        sample_types=list(base.sample_types),
+    return dataclasses.replace(
+        base,
         samples=[*base.samples, Sample((location_id,), values)],
-        mappings=list(base.mappings),
         locations=[*base.locations, Location(location_id, 0, 0, (Line(function_id, 11),))],
         functions=[*base.functions, Function(function_id, f"{MARKER}{n}", f"{MARKER}{n}", "upload.go", 10)],
-        drop_frames=base.drop_frames,
-        keep_frames=base.keep_frames,
-        time_nanos=base.time_nanos,
-        duration_nanos=base.duration_nanos,
-        period_type=base.period_type,
-        period=base.period,
-        comments=list(base.comments),
-        default_sample_type=base.default_sample_type,
-        doc_url=base.doc_url,
     )
 
 
