@@ -67,20 +67,20 @@ class Pipeline:
     blobs: Path
     targets_file: Path
 
+    def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST ``body`` to the Prefect API, retried while a busy server answers 503."""
+
+        def post() -> dict[str, Any] | None:
+            response = httpx.post(f"{self.prefect}{path}", json=body, timeout=10)
+            assert response.status_code in (200, 201, 503), f"{path}: {response.status_code} {response.text}"
+            return response.json() if response.status_code != 503 else None
+
+        return wait_for(f"POST {path}", post, 60, every=1)
+
     def run_now(self, apps: list[str]) -> dict[str, Any]:
         """A run of `scrape/now` for ``apps``, waited for to its final state."""
         deployment = httpx.get(f"{self.prefect}/deployments/name/scrape/now", timeout=10).json()
-
-        def create() -> dict[str, Any] | None:  # a busy Prefect server may answer 503 for a moment
-            response = httpx.post(
-                f"{self.prefect}/deployments/{deployment['id']}/create_flow_run",
-                json={"parameters": {"apps": apps}},
-                timeout=10,
-            )
-            assert response.status_code in (201, 503), response.text
-            return response.json() if response.status_code == 201 else None
-
-        run = wait_for("the scrape run to be created", create, 60, every=1)
+        run = self.create(f"/deployments/{deployment['id']}/create_flow_run", {"parameters": {"apps": apps}})
         return wait_for("the scrape run to end", lambda: self._final(run["id"]), 180, every=1)
 
     def _final(self, run_id: str) -> dict[str, Any] | None:
@@ -253,13 +253,11 @@ def readme_automation() -> str:
 def test_profile_merged_reaches_prefect_and_the_readmes_automation_fires_on_it(
     pipeline: Pipeline, tmp_path: Path
 ) -> None:
-    flow = httpx.post(f"{pipeline.prefect}/flows/", json={"name": "build"}, timeout=10).json()
+    flow = pipeline.create("/flows/", {"name": "build"})
     schema = {"type": "object", "properties": {"app": {"type": "string"}, "batch": {"type": "string"}}}
-    build = httpx.post(
-        f"{pipeline.prefect}/deployments/",
-        json={"name": "checkout", "flow_id": flow["id"], "parameter_openapi_schema": schema},
-        timeout=10,
-    ).json()
+    build = pipeline.create(
+        "/deployments/", {"name": "checkout", "flow_id": flow["id"], "parameter_openapi_schema": schema}
+    )
     automation = tmp_path / "rebuild-on-merge.yaml"
     automation.write_text(
         readme_automation().replace("autopgo.app.checkout", "autopgo.app.good-b").replace(
