@@ -43,7 +43,9 @@ def decompress(data: bytes, limit: int = DEFAULT_MAX_DECOMPRESSED) -> bytes | by
 
     Raises ProfileTooLargeError as soon as inflating has produced more than
     ``limit`` bytes, so a gzip bomb costs at most about ``limit`` bytes of
-    memory, and ProfileError for gzip data that is cut short or corrupt.
+    memory, and ProfileError for gzip data that is cut short (``unexpected end
+    of gzip data (truncated)``) or corrupt (``corrupt gzip data (...)``, saying
+    what: checksum, size field, header, deflate data or trailing bytes).
     """
     if not data.startswith(GZIP_MAGIC):
         if len(data) > limit:
@@ -70,6 +72,7 @@ def _inflate(data: bytes, limit: int, *, keep: bool) -> bytearray:
     out = bytearray()
     size = 0
     fed = 0  # bytes of data handed to zlib so far
+    first_member = True
     inflater = zlib.decompressobj(wbits=31)
     pending = b""  # input handed over but not yet taken, because the output step was full
     try:
@@ -91,10 +94,34 @@ def _inflate(data: bytes, limit: int, *, keep: bool) -> bytearray:
                     return out
                 inflater = zlib.decompressobj(wbits=31)
                 pending = b""
+                first_member = False
             elif not progressed:
                 raise ProfileError("decompressing profile: unexpected end of gzip data (truncated)")
     except zlib.error as exc:
-        raise ProfileError(f"decompressing profile: {exc}") from None
+        raise ProfileError(f"decompressing profile: corrupt gzip data ({_corruption(exc, first_member)})") from None
+
+
+_GZIP_HEADER_PROBLEMS = frozenset(
+    {"incorrect header check", "unknown compression method", "unknown header flags set", "header crc mismatch"}
+)
+
+
+def _corruption(exc: zlib.error, first_member: bool) -> str:
+    """What is wrong with gzip data, said of the gzip format rather than in zlib's words.
+
+    zlib's message ends in its reason, e.g. ``Error -3 while decompressing data:
+    incorrect data check``; the trailer's two checks get names a user knows.
+    """
+    reason = str(exc).rpartition(": ")[2]
+    if reason == "incorrect data check":
+        return "CRC-32 checksum mismatch"
+    if reason == "incorrect length check":
+        return "the gzip trailer's size field does not match the data"
+    if reason in _GZIP_HEADER_PROBLEMS:
+        if not first_member:
+            return "bytes after the gzip stream are not another gzip member"
+        return f"bad gzip header: {reason}"
+    return f"bad deflate data: {reason}"
 
 
 def decode(data: bytes, *, max_decompressed: int = DEFAULT_MAX_DECOMPRESSED) -> Profile:

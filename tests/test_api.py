@@ -84,7 +84,16 @@ BAD_PROFILES = {
     "garbage": (b"this is not a profile at all", "not a pprof profile"),
     "empty": (b"", "empty profile"),
     "truncated gzip": (CPU[: len(CPU) // 2], "unexpected end of gzip data (truncated)"),
-    "corrupt gzip": (CPU[:10] + bytes(len(CPU) - 10), "decompressing profile"),
+    "corrupt gzip": (CPU[:10] + bytes(len(CPU) - 10), "decompressing profile: corrupt gzip data (bad deflate data"),
+    "gzip bad checksum": (
+        CPU[:-8] + bytes(b ^ 0xFF for b in CPU[-8:-4]) + CPU[-4:],
+        "bad profile: decompressing profile: corrupt gzip data (CRC-32 checksum mismatch)",
+    ),
+    # A whole file whose size field claims more than any limit: wrong, not too large.
+    "gzip size field over the limit": (
+        CPU[:-4] + b"\xff\xff\xff\xff",
+        "bad profile: decompressing profile: corrupt gzip data (the gzip trailer's size field does not match the data)",
+    ),
     "bad string table": (pb.Profile(string_table=["x"]).SerializeToString(), "string_table[0] must be ''"),
     "heap profile": (encode(heap_profile()), "not a CPU profile"),
     "no start_line": (encode(cpu_profile(start_line=0)), "start_line"),

@@ -221,6 +221,24 @@ def test_truncated_profile_is_called_truncated(
         assert "larger than the limit" not in err and not output.exists()
 
 
+def test_corrupt_gzip_checksum_is_called_corrupt(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], cpu_profiles: list[Path], long_cpu_profile: Path
+) -> None:
+    data = bytearray(long_cpu_profile.read_bytes())
+    data[-8] ^= 0xFF  # the gzip trailer's CRC-32
+    corrupt = tmp_path / "c.pb.gz"
+    corrupt.write_bytes(data)
+    says = f"{corrupt}: decompressing profile: corrupt gzip data (CRC-32 checksum mismatch)"
+    code, out, err = run(capsys, "inspect", corrupt)
+    assert_one_line_error(code, err, "inspect", says)
+    assert out == ""
+    for jobs in (1, 2):
+        output = tmp_path / "out.pb.gz"
+        code, out, err = run(capsys, "merge", "-o", output, "-j", jobs, *merge_inputs(cpu_profiles, corrupt))
+        assert_one_line_error(code, err, "merge", says)
+        assert not output.exists()
+
+
 def test_profile_over_max_decompressed_is_larger_than_the_limit(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], cpu_profiles: list[Path], long_cpu_profile: Path
 ) -> None:

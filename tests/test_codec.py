@@ -140,23 +140,27 @@ def decode_error(data: bytes, **kwargs: int) -> BaseException:
 # ----------------------------------------------------------------------------------------------
 # Bad inputs: (bytes factory, decode kwargs, regex the one-line message must match)
 
+AFTER_THE_STREAM = r"corrupt gzip data \(bytes after the gzip stream are not another gzip member\)$"
+
 BAD_INPUTS = [
     # Not a profile at all.
     pytest.param(const(b""), {}, r"empty", id="empty-bytes"),
     pytest.param(const(gzip.compress(b"", mtime=0)), {}, r"empty", id="gzip-of-nothing"),
     pytest.param(const(b"\x00\xffgarbage" * 8), {}, r"not a pprof profile|invalid", id="garbage"),
-    pytest.param(const(b"\x1f\x8b" + b"garbage" * 8), {}, r"decompress", id="garbage-after-gzip-magic"),
+    pytest.param(
+        const(b"\x1f\x8b" + b"garbage" * 8), {}, r"corrupt gzip data \(bad gzip header", id="garbage-after-gzip-magic"
+    ),
     # Damaged gzip.
     pytest.param(lambda: VALID_GZ[: len(VALID_GZ) // 2], {}, r"truncated|decompress", id="truncated-gzip"),
     pytest.param(lambda: VALID_GZ[:-4], {}, r"truncated|decompress", id="gzip-missing-length-trailer"),
     pytest.param(
         lambda: VALID_GZ[:-8] + bytes(b ^ 0xFF for b in VALID_GZ[-8:-4]) + VALID_GZ[-4:],
         {},
-        r"decompress",
+        r"corrupt gzip data \(CRC-32 checksum mismatch\)$",
         id="gzip-bad-crc",
     ),
-    pytest.param(lambda: VALID_GZ + b"trailing garbage", {}, r"decompress", id="gzip-trailing-garbage"),
-    pytest.param(lambda: VALID_GZ + bytes(8), {}, r"decompress", id="gzip-trailing-zero-padding"),
+    pytest.param(lambda: VALID_GZ + b"trailing garbage", {}, AFTER_THE_STREAM, id="gzip-trailing-garbage"),
+    pytest.param(lambda: VALID_GZ + bytes(8), {}, AFTER_THE_STREAM, id="gzip-trailing-zero-padding"),
     # Size limits.
     pytest.param(
         lambda: VALID_RAW, {"max_decompressed": len(VALID_RAW) - 1}, r"larger than the limit", id="raw-over-limit"
@@ -360,9 +364,44 @@ def test_overrun_is_profile_too_large_error(cpu_profiles: list[Path]) -> None:
         assert decision(lambda: decompress(given, limit)) == f"ProfileTooLargeError: {message}"
         assert decision(lambda: validate(given, max_decompressed=limit)) == f"ProfileTooLargeError: {message}"
         assert decompress(given, limit + 1) == inflated
-# Cut, but what came before the cut is already more than the limit: too large.
+    # Cut, but what came before the cut is already more than the limit: too large.
     with pytest.raises(ProfileTooLargeError):
         decompress(data[:-100], len(raw) // 2)
+
+
+def damaged(data: bytes, at: int, value: bytes) -> bytes:
+    """``data`` with ``value`` written over its bytes from ``at`` (negative: from the end)."""
+    out = bytearray(data)
+    at %= len(out)
+    out[at : at + len(value)] = value
+    return bytes(out)
+
+
+# A whole real profile damaged in one place: (damage, what the message says after "corrupt gzip data").
+CORRUPT_GZIP = {
+    "crc": (lambda d: damaged(d, -8, bytes(b ^ 0xFF for b in d[-8:-4])), "(CRC-32 checksum mismatch)"),
+    # A size field that claims more than the limit, as a truncated file's last bytes may, yet the
+    # file is whole: its size field is wrong, not the data too large.
+    "size-over-limit": (lambda d: damaged(d, -4, b"\xff\xff\xff\xff"), "(the gzip trailer's size field does not match the data)"),
+    "size-off-by-one": (
+        lambda d: damaged(d, -4, (int.from_bytes(d[-4:], "little") + 1).to_bytes(4, "little")),
+        "(the gzip trailer's size field does not match the data)",
+    ),
+    "block-type": (lambda d: damaged(d, 10, b"\xff"), "(bad deflate data: invalid block type)"),
+    "method": (lambda d: damaged(d, 2, b"\x07"), "(bad gzip header: unknown compression method)"),
+    "flags": (lambda d: damaged(d, 3, b"\xe0"), "(bad gzip header: unknown header flags set)"),
+    "trailing-garbage": (lambda d: d + b"\x00" * 16, "(bytes after the gzip stream are not another gzip member)"),
+}
+
+
+@pytest.mark.parametrize("case", list(CORRUPT_GZIP))
+def test_corrupt_real_profile_has_its_own_message(long_cpu_profile: Path, case: str) -> None:
+    damage, says = CORRUPT_GZIP[case]
+    data = damage(long_cpu_profile.read_bytes())
+    message = f"decompressing profile: corrupt gzip data {says}"
+    assert_profile_error(decode_error(data), re.escape(message) + "$")
+    assert decision(lambda: validate(data)) == f"ProfileError: {message}"
+    assert decision(lambda: decompress(data)) == f"ProfileError: {message}"
 
 
 # ----------------------------------------------------------------------------------------------
