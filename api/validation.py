@@ -8,17 +8,14 @@ and trimmed.
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 from http import HTTPStatus
 
-from profiling.codec import GZIP_MAGIC
+from profiling.codec import GZIP_MAGIC, compress
 from profiling.errors import PgoUnusableError, ProfileError, ProfileTooLargeError
 from profiling.validate import validate
 
 from .errors import ApiError
-
-_STORE_COMPRESSLEVEL = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,5 +50,4 @@ def stored_form(data: bytes) -> bytes:
     """``data`` gzip-compressed, as staged keys (``.pb.gz``) promise; gzip input as it came."""
     if data.startswith(GZIP_MAGIC):
         return data
-    deflate = zlib.compressobj(_STORE_COMPRESSLEVEL, zlib.DEFLATED, 31)
-    return deflate.compress(data) + deflate.flush()
+    return compress(data)

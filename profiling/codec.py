@@ -155,8 +155,13 @@ def decode_raw_tables(raw: bytes | bytearray) -> ProfileTables:
 
 def encode(profile: Profile | ProfileTables, *, compresslevel: int = DEFAULT_COMPRESSLEVEL) -> bytes:
     """Serialize a profile to gzip-compressed protobuf, as ``go tool pprof`` writes it."""
+    return compress(encode_raw(profile), compresslevel=compresslevel)
+
+
+def compress(raw: bytes, *, compresslevel: int = DEFAULT_COMPRESSLEVEL) -> bytes:
+    """``raw`` as one gzip member (what ``decompress`` reads back)."""
     deflate = zlib.compressobj(compresslevel, zlib.DEFLATED, 31)  # 31: gzip framing
-    return deflate.compress(encode_raw(profile)) + deflate.flush()
+    return deflate.compress(raw) + deflate.flush()
 
 
 def encode_raw(profile: Profile | ProfileTables) -> bytes:
