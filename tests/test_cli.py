@@ -352,6 +352,16 @@ def test_max_decompressed_takes_a_size_with_a_unit(tmp_path: Path, capsys: pytes
         assert_one_line_error(code, err, command, f"autopgo {command}: --max-decompressed: {problem}")
 
 
+@pytest.mark.parametrize("limit", ["64MiB", "512MB", "536870912"])
+@pytest.mark.parametrize("command", ["merge", "inspect"])
+def test_max_decompressed_as_the_readme_writes_it(tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, limit: str) -> None:
+    """A size with a unit, as --max-body takes it, or a bare number of bytes, as before."""
+    a = write(tmp_path / "a.pb.gz", cpu_profile())
+    argv = ["merge", "-o", tmp_path / "out.pb.gz", a] if command == "merge" else ["inspect", a]
+    code, _, err = run(capsys, *argv, "--max-decompressed", limit)
+    assert (code, err) == (0, "")
+
+
 def test_bad_prune_config_reports_every_mistake(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     a = write(tmp_path / "a.pb.gz", cpu_profile())
     config = tmp_path / "prune.yaml"

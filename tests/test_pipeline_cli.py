@@ -300,6 +300,32 @@ def test_clean_bad_larger_than(blobs: Blobs, capsys: pytest.CaptureFixture[str],
     assert blobs.keys() == {merged}
 
 
+@pytest.mark.parametrize(
+    ("flag", "value", "removed"),
+    [
+        ("--older-than", "1h30m", ["old", "hours"]),
+        ("--older-than", "90s", ["old", "hours", "minutes"]),
+        ("--older-than", "2d", ["old"]),
+        ("--larger-than", "64MiB", []),
+        ("--larger-than", "1048576", ["big"]),  # a bare number is bytes, as it always was
+        ("--larger-than", "1MiB", ["big"]),
+    ],
+)
+def test_clean_sizes_and_durations_as_go_users_write_them(
+    blobs: Blobs, capsys: pytest.CaptureFixture[str], flag: str, value: str, removed: list[str]
+) -> None:
+    made = {
+        "old": blobs.merged("old", 10, age_days=3),
+        "hours": blobs.merged("hours", 10, age_days=2 / 24),
+        "minutes": blobs.merged("minutes", 10, age_days=5 / 1440),
+        "big": blobs.merged("big", (1 << 20) + 1),
+    }
+    code, out, err = run(capsys, "clean", "--blob-store", blobs.url, flag, value)
+    assert (code, err) == (0, [] if removed else ["nothing to remove"])
+    assert sorted(line.split()[1] for line in out) == sorted(made[app] for app in removed)
+    assert blobs.keys() == {key for app, key in made.items() if app not in removed}
+
+
 def test_clean_bad_blob_store_url(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "clean", "--blob-store", "ftp://host/x", "--larger-than", "1")
     assert code == 1 and out == []
