@@ -128,7 +128,7 @@ class Problems:
         """Raise a ConfigError listing every mistake, in the order of their lines; nothing if none."""
         if self.found:
             ordered = sorted(self.found, key=lambda p: p.line or 0)
-            raise ConfigError(*(problem.text(self.file) for problem in ordered))
+            raise ConfigError(*(problem.text(self.file) for problem in ordered), file=self.file)
 
 
 _ABSENT: Any = object()

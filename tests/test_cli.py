@@ -369,6 +369,7 @@ def test_bad_prune_config_reports_every_mistake(tmp_path: Path, capsys: pytest.C
     code, _, err = run(capsys, "merge", "-o", tmp_path / "out.pb.gz", "--prune-config", config, "--app", "svc", a)
     assert code == 1
     assert err.splitlines() == [
+        f"autopgo merge: {config}: 2 mistakes",
         f"autopgo merge: {config}:3: entry 1 (app svc), rule 1: drop: bad regular expression '(unclosed':"
         " missing ), unterminated subpattern at position 0",
         f"autopgo merge: {config}:4: entry 1 (app svc), rule 2: drop must be a non-empty regular expression",

@@ -497,6 +497,17 @@ def test_every_mistake_is_reported_with_its_line(tmp_path: Path) -> None:
     ]
 
 
+def test_several_mistakes_are_counted_first_in_the_report(tmp_path: Path) -> None:
+    path = write(tmp_path, THREE_MISTAKES)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.report().split("\n") == [f"{path}: 3 mistakes", *str(info.value).split("\n")]
+    one = write(tmp_path, "sweep_every: 60\n", name="one.yaml")
+    with pytest.raises(ConfigError) as info:
+        load_config(one)
+    assert info.value.report() == str(info.value) == f"{one}:1: sweep_every: 60 has no unit: write 60s, 1m or 1h30m"
+
+
 def test_mistakes_anywhere_in_the_file_are_all_reported(tmp_path: Path) -> None:
     path = write(
         tmp_path,

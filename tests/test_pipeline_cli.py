@@ -248,6 +248,20 @@ def test_clean_bad_config_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixt
     assert str(config) in err[0] and "sweep_every" in err[0]
 
 
+def test_clean_reports_every_config_mistake_counted_first(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "autopgo.yaml"
+    config.write_text("blob_store: gs://bucket/pgo\nsweep_every: 60\nclean:\n  every: 5x\n  older_than: 720h\n")
+    code, out, err = run(capsys, "clean", "-c", str(config), "--larger-than", "1")
+    assert code == 1 and out == []
+    assert err == [
+        f"autopgo clean: {config}: 3 mistakes",
+        f"autopgo clean: {config}:1: blob_store: invalid blob store URL 'gs://bucket/pgo':"
+        " unknown scheme 'gs' (use file:// or s3://, or a plain path)",
+        f"autopgo clean: {config}:2: sweep_every: 60 has no unit: write 60s, 1m or 1h30m",
+        f"autopgo clean: {config}:4: clean.every: expected a duration such as 90s, 5m or 1h30m, not '5x'",
+    ]
+
+
 def test_clean_without_bounds(blobs: Blobs, capsys: pytest.CaptureFixture[str]) -> None:
     merged = blobs.merged("big", 5000, age_days=100)
     code, out, err = run(capsys, "clean", "--blob-store", blobs.url)

@@ -84,7 +84,7 @@ def test_the_configuration_error_example_is_what_autopgo_says(tmp_path: Path) ->
     (tmp_path / "autopgo.yaml").write_text(text)
     with pytest.raises(ConfigError) as error:
         load_config(tmp_path / "autopgo.yaml")
-    shown = [line.replace(str(tmp_path / "autopgo.yaml"), "autopgo.yaml") for line in error.value.problems]
+    shown = [line.replace(str(tmp_path / "autopgo.yaml"), "autopgo.yaml") for line in error.value.report().splitlines()]
     assert shown == block_after("Every mistake in the file is reported", language="").splitlines()
 
 
