@@ -362,6 +362,19 @@ def test_max_decompressed_as_the_readme_writes_it(tmp_path: Path, capsys: pytest
     assert (code, err) == (0, "")
 
 
+def test_prune_config_that_is_not_yaml_shows_where(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = write(tmp_path / "a.pb.gz", cpu_profile())
+    config = tmp_path / "prune.yaml"
+    config.write_text("- app: svc\n  rules:\n    - drop: x\n\tkeep: y\n")
+    code, out, err = run(capsys, "merge", "-o", tmp_path / "out.pb.gz", "--prune-config", config, "--app", "svc", a)
+    assert (code, out) == (1, "")
+    assert err.splitlines() == [
+        f"autopgo merge: {config}:4:1: not valid YAML: found character '\\t' that cannot start any token",
+        "autopgo merge:   4 | \tkeep: y",
+        "autopgo merge:     | ^ while scanning for the next token",
+    ]
+
+
 def test_bad_prune_config_reports_every_mistake(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     a = write(tmp_path / "a.pb.gz", cpu_profile())
     config = tmp_path / "prune.yaml"

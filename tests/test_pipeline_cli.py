@@ -262,6 +262,21 @@ def test_clean_reports_every_config_mistake_counted_first(tmp_path: Path, capsys
     ]
 
 
+def test_clean_config_that_is_not_yaml_shows_where(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """pyyaml's problem, line and column, and the lines it points at, each under a caret."""
+    config = tmp_path / "autopgo.yaml"
+    config.write_text("blob_store: /x\napps: [\n  {name: a},\n  {name: b}\nclean: {older_than: 1h}\n")
+    code, out, err = run(capsys, "clean", "-c", str(config), "--larger-than", "1")
+    assert code == 1 and out == []
+    assert err == [
+        f"autopgo clean: {config}:5:1: not valid YAML: expected ',' or ']', but got '<scalar>'",
+        "autopgo clean:   2 | apps: [",
+        "autopgo clean:     |       ^ while parsing a flow sequence",
+        "autopgo clean:   5 | clean: {older_than: 1h}",
+        "autopgo clean:     | ^",
+    ]
+
+
 def test_clean_without_bounds(blobs: Blobs, capsys: pytest.CaptureFixture[str]) -> None:
     merged = blobs.merged("big", 5000, age_days=100)
     code, out, err = run(capsys, "clean", "--blob-store", blobs.url)
