@@ -48,8 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from profiling.errors import BlobStoreError, ConfigError, ProfileError
 
         if isinstance(exc, (ProfileError, ConfigError, ValueError, OSError, ClientError, BlobStoreError)):
-            message = str(exc) if not isinstance(exc, OSError) else _os_error(exc)
-            # One line per mistake: a configuration file can hold several, each reported on its own line.
+            # One line per mistake: a configuration file can hold several, each reported on its own line
+            # after how many there are; a YAML syntax error is followed by the lines it points at.
+            message = exc.report() if isinstance(exc, ConfigError) else _os_error(exc) if isinstance(exc, OSError) else str(exc)
             for line in message.splitlines() or [""]:
                 print(f"autopgo {args.command}: {line}", file=sys.stderr)
             return 1

@@ -1,5 +1,9 @@
 """Errors raised by the profiling package."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+
 
 class ProfileError(ValueError):
     """A profile that cannot be decoded, validated, merged, pruned or trimmed.
@@ -31,15 +35,27 @@ class ConfigError(ValueError):
 
     It carries every mistake found, one line each (``problems``), such as
     ``autopgo.yaml:4: sweep_every: 60 has no unit: write 60s, 1m or 1h30m``;
-    its message is those lines joined by newlines, so one mistake is one line.
+    its message is those lines joined by newlines, so one mistake is one line,
+    fit for a log line or a health check. ``report()`` is what a person at a
+    terminal reads: the same, after how many there are in ``file`` when there
+    are several, and followed by the ``context`` lines that show where the
+    mistake is (the lines of a YAML syntax error, with a caret at its column).
     """
 
-    def __init__(self, *problems: str) -> None:
+    def __init__(self, *problems: str, file: str | None = None, context: Sequence[str] = ()) -> None:
         super().__init__(*problems)
         self.problems: list[str] = list(problems)
+        self.file = file
+        self.context: tuple[str, ...] = tuple(context)
 
     def __str__(self) -> str:
         return "\n".join(self.problems)
+
+    def report(self) -> str:
+        """Every mistake, counted first when there are several, then the context lines."""
+        count = len(self.problems)
+        heading = [f"{self.file}: {count} mistakes" if self.file else f"{count} mistakes"] if count > 1 else []
+        return "\n".join([*heading, *self.problems, *self.context])
 
 
 class BlobNotFoundError(LookupError):

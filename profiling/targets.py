@@ -114,7 +114,7 @@ class FileTargets:
         try:
             return self._read()
         except ConfigError as exc:
-            return self._keep(exc.problems)
+            return self._keep(exc)
 
     def check(self) -> None:
         """ConfigError saying why if the file, as it is now, cannot be read or parsed
@@ -139,12 +139,13 @@ class FileTargets:
         self._stamp, self._good = stamp, targets
         return list(targets)
 
-    def _keep(self, problems: list[str]) -> list[Target]:
+    def _keep(self, error: ConfigError) -> list[Target]:
+        """The last good list, after logging ``error`` in one line; ``error`` itself if there is none."""
         if self._good is None:
             self._good = self._load()
         if self._good is None:
-            raise ConfigError(*problems)
-        log.error("%s; keeping the last good list of %d targets", "; ".join(problems), len(self._good))
+            raise error
+        log.error("%s; keeping the last good list of %d targets", "; ".join(error.problems), len(self._good))
         return list(self._good)
 
     def _save(self, targets: list[Target]) -> None:

@@ -11,6 +11,7 @@ not come from a file) work the same, without lines.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -46,7 +47,8 @@ class YamlList(list[Any]):
 def load_yaml(path: str | Path) -> Any:
     """The parsed contents of ``path`` (None for an empty file); ConfigError naming the file.
 
-    A syntax error keeps pyyaml's position and problem: ``FILE:LINE:COLUMN: not valid YAML: ...``.
+    A syntax error keeps pyyaml's position and problem, ``FILE:LINE:COLUMN: not valid YAML: ...``,
+    and its context: the lines pyyaml points at, as ``ConfigError.context`` (see ``syntax_context``).
     """
     import yaml
 
@@ -62,9 +64,60 @@ def load_yaml(path: str | Path) -> Any:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
-        raise ConfigError(f"{where}: not valid YAML: {exc.problem or exc.context}") from None
+        context = syntax_context(text, exc.problem_mark, exc.context_mark, exc.context if exc.problem else None)
+        raise ConfigError(f"{where}: not valid YAML: {exc.problem or exc.context}", context=context) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow, at an offset rather than a mark
+        before = _YAML_LINE_BREAK.split(text[: exc.position])
+        mark = yaml.Mark(str(path), exc.position, len(before) - 1, len(before[-1]), None, None)
+        problem = f"unacceptable character #x{exc.character:04x}: {exc.reason}"
+        raise ConfigError(
+            f"{path}:{mark.line + 1}:{mark.column + 1}: not valid YAML: {problem}", context=syntax_context(text, mark)
+        ) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+
+
+SNIPPET_WIDTH = 100  # characters of a long line shown around the column pointed at
+_YAML_LINE_BREAK = re.compile("\r\n|[\n\r\x85\u2028\u2029]")  # the breaks pyyaml counts lines by
+
+
+def syntax_context(text: str, problem: Any, context: Any = None, doing: str | None = None) -> list[str]:
+    """The lines of ``text`` that pyyaml's marks point at, each followed by a caret under the column.
+
+    ``problem`` and ``context`` are pyyaml marks (either may be None); ``doing`` is what pyyaml was
+    reading (``while parsing a flow sequence``), written after the caret of ``context``, or of
+    ``problem`` when the context has no place of its own. In the file's order, a line shown once::
+
+          2 | apps: [
+            |       ^ while parsing a flow sequence
+          5 | clean: {older_than: 1h}
+            | ^
+    """
+    carets: dict[tuple[int, int], str] = {}
+    if problem is not None:
+        carets[(problem.line, problem.column)] = ""
+    if context is not None and doing:
+        carets[(context.line, context.column)] = doing
+    elif doing and carets:
+        carets[next(iter(carets))] = doing
+    if not carets:
+        return []
+    lines = _YAML_LINE_BREAK.split(text)
+    width = len(str(max(line for line, _ in carets) + 1))
+    out: list[str] = []
+    shown: tuple[int, int] | None = None  # the line last shown, and where its part shown starts
+    for (line, column), label in sorted(carets.items()):
+        source = lines[line] if line < len(lines) else ""
+        start = max(0, min(column - SNIPPET_WIDTH // 2, len(source) - SNIPPET_WIDTH))
+        end = start + SNIPPET_WIDTH
+        cut_left, cut_right = ("..." if start > 0 else ""), ("..." if end < len(source) else "")
+        if (line, start) != shown:
+            out.append(f"  {line + 1:>{width}} | {cut_left}{source[start:end]}{cut_right}")
+            shown = (line, start)
+        # the text before the column, blanked but for its tabs, so that the caret lines up under a tab too
+        lead = " " * len(cut_left) + "".join("\t" if char == "\t" else " " for char in source[start:column])
+        out.append(f"  {'':>{width}} | {lead}^{' ' + label if label else ''}")
+    return out
 
 
 _LOADER: type | None = None
@@ -128,7 +181,7 @@ class Problems:
         """Raise a ConfigError listing every mistake, in the order of their lines; nothing if none."""
         if self.found:
             ordered = sorted(self.found, key=lambda p: p.line or 0)
-            raise ConfigError(*(problem.text(self.file) for problem in ordered))
+            raise ConfigError(*(problem.text(self.file) for problem in ordered), file=self.file)
 
 
 _ABSENT: Any = object()

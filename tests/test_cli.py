@@ -370,6 +370,29 @@ def test_max_decompressed_takes_a_size_with_a_unit(tmp_path: Path, capsys: pytes
         assert_one_line_error(code, err, command, f"autopgo {command}: --max-decompressed: {problem}")
 
 
+@pytest.mark.parametrize("limit", ["64MiB", "512MB", "536870912"])
+@pytest.mark.parametrize("command", ["merge", "inspect"])
+def test_max_decompressed_as_the_readme_writes_it(tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, limit: str) -> None:
+    """A size with a unit, as --max-body takes it, or a bare number of bytes, as before."""
+    a = write(tmp_path / "a.pb.gz", cpu_profile())
+    argv = ["merge", "-o", tmp_path / "out.pb.gz", a] if command == "merge" else ["inspect", a]
+    code, _, err = run(capsys, *argv, "--max-decompressed", limit)
+    assert (code, err) == (0, "")
+
+
+def test_prune_config_that_is_not_yaml_shows_where(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    a = write(tmp_path / "a.pb.gz", cpu_profile())
+    config = tmp_path / "prune.yaml"
+    config.write_text("- app: svc\n  rules:\n    - drop: x\n\tkeep: y\n")
+    code, out, err = run(capsys, "merge", "-o", tmp_path / "out.pb.gz", "--prune-config", config, "--app", "svc", a)
+    assert (code, out) == (1, "")
+    assert err.splitlines() == [
+        f"autopgo merge: {config}:4:1: not valid YAML: found character '\\t' that cannot start any token",
+        "autopgo merge:   4 | \tkeep: y",
+        "autopgo merge:     | ^ while scanning for the next token",
+    ]
+
+
 def test_bad_prune_config_reports_every_mistake(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     a = write(tmp_path / "a.pb.gz", cpu_profile())
     config = tmp_path / "prune.yaml"
@@ -377,6 +400,7 @@ def test_bad_prune_config_reports_every_mistake(tmp_path: Path, capsys: pytest.C
     code, _, err = run(capsys, "merge", "-o", tmp_path / "out.pb.gz", "--prune-config", config, "--app", "svc", a)
     assert code == 1
     assert err.splitlines() == [
+        f"autopgo merge: {config}: 2 mistakes",
         f"autopgo merge: {config}:3: entry 1 (app svc), rule 1: drop: bad regular expression '(unclosed':"
         " missing ), unterminated subpattern at position 0",
         f"autopgo merge: {config}:4: entry 1 (app svc), rule 2: drop must be a non-empty regular expression",

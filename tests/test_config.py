@@ -442,6 +442,67 @@ def test_not_yaml_keeps_pyyamls_problem_and_position(tmp_path: Path) -> None:
     assert message == f"{path}:4:18: not valid YAML: mapping values are not allowed here"
 
 
+def test_not_yaml_report_shows_the_line_under_a_caret(tmp_path: Path) -> None:
+    """The report a person reads: that line, then the line it points at and a caret at the column."""
+    path = write(tmp_path, "api:\n  url: http://x\nsweep_every: 60s\nclean: older_than: 1h\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.report().split("\n") == [
+        f"{path}:4:18: not valid YAML: mapping values are not allowed here",
+        "  4 | clean: older_than: 1h",
+        "    |                  ^",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "report"),
+    [
+        (  # pyyaml's context has a place of its own: both lines, in the file's order
+            "a: 'unterminated\n",
+            ["2:1: not valid YAML: found unexpected end of stream",
+             "  1 | a: 'unterminated", "    |    ^ while scanning a quoted scalar", "  2 | ", "    | ^"],
+        ),
+        (  # the same place: one line, its caret saying what pyyaml was doing
+            "apps: [\n  - name: a\n",
+            ["2:3: not valid YAML: expected the node content, but found '-'",
+             "  2 |   - name: a", "    |   ^ while parsing a flow node"],
+        ),
+        (  # two places on one line: the line once, a caret for each; a tab is kept so that the caret lines up
+            'k: "\t\\q"\n',
+            ["1:7: not valid YAML: found unknown escape character 'q'",
+             '  1 | k: "\t\\q"', "    |    ^ while scanning a double-quoted scalar", "    |     \t ^"],
+        ),
+        (  # a character YAML does not allow, which pyyaml places by its offset alone
+            "apps:\n  - name: a\x0c\n",
+            ["2:12: not valid YAML: unacceptable character #x000c: special characters are not allowed",
+             "  2 |   - name: a\x0c", "    |            ^"],
+        ),
+        (  # pyyaml's context without a place of its own: it says what the caret's place was being read as
+            "apps:\n\t- name: a\n",
+            ["2:1: not valid YAML: found character '\\t' that cannot start any token",
+             "  2 | \t- name: a", "    | ^ while scanning for the next token"],
+        ),
+    ],
+)
+def test_not_yaml_report_keeps_pyyamls_context(tmp_path: Path, text: str, report: list[str]) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.report().split("\n") == [f"{path}:{report[0]}", *report[1:]]
+    assert str(info.value) == f"{path}:{report[0]}"  # one line wherever one line is wanted (logs, health)
+
+
+def test_not_yaml_report_of_a_very_long_line_shows_the_part_around_each_column(tmp_path: Path) -> None:
+    path = write(tmp_path, '{"apps": [' + '{"name": "a"}, ' * 100 + '{"name": "b"} "x", ' + '{"name": "c"}, ' * 100 + "]}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    summary, start, start_caret, middle, middle_caret = info.value.report().split("\n")
+    assert summary == f"{path}:1:1525: not valid YAML: expected ',' or ']', but got '<scalar>'"
+    assert start.startswith('  1 | {"apps": [') and start_caret == "    |          ^ while parsing a flow sequence"
+    assert middle.startswith("  1 | ...") and middle.endswith("...") and len(middle) < 120
+    assert middle[middle_caret.index("^") :].startswith('"x", {"name": "c"}')
+
+
 def test_not_yaml_tab_indent(tmp_path: Path) -> None:
     expect_error(write(tmp_path, "apps:\n\t- name: a\n"), "not valid YAML")
 
@@ -495,6 +556,17 @@ def test_every_mistake_is_reported_with_its_line(tmp_path: Path) -> None:
         f"{path}:2: sweep_every: 60 has no unit: write 60s, 1m or 1h30m",
         f"{path}:6: app checkout: scrape.every: expected a duration such as 90s, 5m or 1h30m, not '5x'",
     ]
+
+
+def test_several_mistakes_are_counted_first_in_the_report(tmp_path: Path) -> None:
+    path = write(tmp_path, THREE_MISTAKES)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.report().split("\n") == [f"{path}: 3 mistakes", *str(info.value).split("\n")]
+    one = write(tmp_path, "sweep_every: 60\n", name="one.yaml")
+    with pytest.raises(ConfigError) as info:
+        load_config(one)
+    assert info.value.report() == str(info.value) == f"{one}:1: sweep_every: 60 has no unit: write 60s, 1m or 1h30m"
 
 
 def test_mistakes_anywhere_in_the_file_are_all_reported(tmp_path: Path) -> None:

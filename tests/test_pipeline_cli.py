@@ -248,6 +248,35 @@ def test_clean_bad_config_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixt
     assert str(config) in err[0] and "sweep_every" in err[0]
 
 
+def test_clean_reports_every_config_mistake_counted_first(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "autopgo.yaml"
+    config.write_text("blob_store: gs://bucket/pgo\nsweep_every: 60\nclean:\n  every: 5x\n  older_than: 720h\n")
+    code, out, err = run(capsys, "clean", "-c", str(config), "--larger-than", "1")
+    assert code == 1 and out == []
+    assert err == [
+        f"autopgo clean: {config}: 3 mistakes",
+        f"autopgo clean: {config}:1: blob_store: invalid blob store URL 'gs://bucket/pgo':"
+        " unknown scheme 'gs' (use file:// or s3://, or a plain path)",
+        f"autopgo clean: {config}:2: sweep_every: 60 has no unit: write 60s, 1m or 1h30m",
+        f"autopgo clean: {config}:4: clean.every: expected a duration such as 90s, 5m or 1h30m, not '5x'",
+    ]
+
+
+def test_clean_config_that_is_not_yaml_shows_where(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """pyyaml's problem, line and column, and the lines it points at, each under a caret."""
+    config = tmp_path / "autopgo.yaml"
+    config.write_text("blob_store: /x\napps: [\n  {name: a},\n  {name: b}\nclean: {older_than: 1h}\n")
+    code, out, err = run(capsys, "clean", "-c", str(config), "--larger-than", "1")
+    assert code == 1 and out == []
+    assert err == [
+        f"autopgo clean: {config}:5:1: not valid YAML: expected ',' or ']', but got '<scalar>'",
+        "autopgo clean:   2 | apps: [",
+        "autopgo clean:     |       ^ while parsing a flow sequence",
+        "autopgo clean:   5 | clean: {older_than: 1h}",
+        "autopgo clean:     | ^",
+    ]
+
+
 def test_clean_without_bounds(blobs: Blobs, capsys: pytest.CaptureFixture[str]) -> None:
     merged = blobs.merged("big", 5000, age_days=100)
     code, out, err = run(capsys, "clean", "--blob-store", blobs.url)
@@ -298,6 +327,32 @@ def test_clean_bad_larger_than(blobs: Blobs, capsys: pytest.CaptureFixture[str],
     assert code == 1 and out == []
     assert err == [f"autopgo clean: --larger-than: {problem}"]
     assert blobs.keys() == {merged}
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "removed"),
+    [
+        ("--older-than", "1h30m", ["old", "hours"]),
+        ("--older-than", "90s", ["old", "hours", "minutes"]),
+        ("--older-than", "2d", ["old"]),
+        ("--larger-than", "64MiB", []),
+        ("--larger-than", "1048576", ["big"]),  # a bare number is bytes, as it always was
+        ("--larger-than", "1MiB", ["big"]),
+    ],
+)
+def test_clean_sizes_and_durations_as_go_users_write_them(
+    blobs: Blobs, capsys: pytest.CaptureFixture[str], flag: str, value: str, removed: list[str]
+) -> None:
+    made = {
+        "old": blobs.merged("old", 10, age_days=3),
+        "hours": blobs.merged("hours", 10, age_days=2 / 24),
+        "minutes": blobs.merged("minutes", 10, age_days=5 / 1440),
+        "big": blobs.merged("big", (1 << 20) + 1),
+    }
+    code, out, err = run(capsys, "clean", "--blob-store", blobs.url, flag, value)
+    assert (code, err) == (0, [] if removed else ["nothing to remove"])
+    assert sorted(line.split()[1] for line in out) == sorted(made[app] for app in removed)
+    assert blobs.keys() == {key for app, key in made.items() if app not in removed}
 
 
 def test_clean_bad_blob_store_url(capsys: pytest.CaptureFixture[str]) -> None:

@@ -84,8 +84,19 @@ def test_the_configuration_error_example_is_what_autopgo_says(tmp_path: Path) ->
     (tmp_path / "autopgo.yaml").write_text(text)
     with pytest.raises(ConfigError) as error:
         load_config(tmp_path / "autopgo.yaml")
-    shown = [line.replace(str(tmp_path / "autopgo.yaml"), "autopgo.yaml") for line in error.value.problems]
+    shown = [line.replace(str(tmp_path / "autopgo.yaml"), "autopgo.yaml") for line in error.value.report().splitlines()]
     assert shown == block_after("Every mistake in the file is reported", language="").splitlines()
+
+
+def test_the_yaml_syntax_error_example_is_what_autopgo_says(tmp_path: Path) -> None:
+    from profiling.config import load_config
+    from profiling.errors import ConfigError
+
+    (tmp_path / "autopgo.yaml").write_text("blob_store: ./blobs\napps: [\n  {name: a},\n  {name: b}\nclean: {older_than: 1h}\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(tmp_path / "autopgo.yaml")
+    shown = [line.replace(str(tmp_path / "autopgo.yaml"), "autopgo.yaml") for line in error.value.report().splitlines()]
+    assert shown == block_after("A file that is not valid YAML", language="").splitlines()
 
 
 def test_the_prune_rules_example_loads(tmp_path: Path) -> None:

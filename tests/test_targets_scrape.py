@@ -217,6 +217,25 @@ def test_file_targets_first_read_bad_raises(tmp_path: Path, content: str | bytes
         assert expected in message and str(path) in message and "\n" not in message, message
 
 
+def test_file_targets_not_yaml_keeps_its_context_and_count(tmp_path: Path) -> None:
+    """With no good list to fall back on, the error is the file's own: its report shows the line."""
+    path = tmp_path / "targets.yaml"
+    path.write_text("- address: [unclosed\n")
+    with pytest.raises(ConfigError) as info:
+        FileTargets(path).targets()
+    assert info.value.report().split("\n") == [
+        f"{path}:2:1: not valid YAML: expected ',' or ']', but got '<stream end>'",
+        "  1 | - address: [unclosed",
+        "    |            ^ while parsing a flow sequence",
+        "  2 | ",
+        "    | ^",
+    ]
+    path.write_text("- address: nope\n- address: 10.0.0.2\n")
+    with pytest.raises(ConfigError) as info:
+        FileTargets(path).targets()
+    assert info.value.report().split("\n")[0] == f"{path}: 2 mistakes"
+
+
 def test_file_targets_report_every_mistake_with_its_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     f = TargetFile(tmp_path / "targets.yaml")
     f.write("- address: 10.0.0.1:6060\n- address: nope\n- {address: 'h:1', path: x, scheme: ftp}\n")
