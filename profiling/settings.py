@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # the commands import this module at start: the file's parser
 
 URL_ENV = "AUTOPGO_API_URL"
 TOKEN_ENV = "AUTOPGO_API_TOKEN"
+CONFIG_ENV = "AUTOPGO_CONFIG"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +85,9 @@ def switch(text: str) -> bool:
         return False
     raise ValueError(f"expected 1 or 0 (true/false, yes/no, on/off), not {text!r}")
 
+
+# The file the others may come from, so resolved first (without a file).
+CONFIG = Setting("config", "--config", CONFIG_ENV, None)
 
 # What a client of the API needs, the same for the CLI and the scrape flow. The URL's default is
 # the caller's: http://localhost:8080 for the remote commands, api.url's own for scrape.

@@ -253,3 +253,55 @@ def test_the_cli_reads_a_protected_server_with_its_token(store: BlobStore, tmp_p
             [str(AUTOPGO), "list"], capture_output=True, text=True, env={**env, "AUTOPGO_API_TOKEN": TOKEN}, timeout=60
         )
         assert listed.returncode == 0 and "svc" in listed.stdout
+
+
+def test_the_cli_takes_the_token_from_the_configuration_after_flag_and_environment(
+    store: BlobStore, tmp_path: Path
+) -> None:
+    merged = encode(cpu_profile())
+    store.put(merged_key("svc"), merged)
+    with thread_server(store, RecordingSink(), token=TOKEN, protect_reads=True) as running:
+        config = tmp_path / "autopgo.yaml"
+        config.write_text(f"api:\n  url: {running.url}\n  token: {TOKEN}\n")
+        out = tmp_path / "default.pgo"
+
+        def autopgo(*argv: str, **env: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [str(AUTOPGO), *argv], capture_output=True, text=True, env={**clean_env(), **env}, timeout=60
+            )
+
+        # api.url and api.token from the file named by the flag, or by AUTOPGO_CONFIG
+        downloaded = autopgo("download", "svc", "-o", str(out), "-c", str(config))
+        assert downloaded.returncode == 0, downloaded.stderr
+        assert out.read_bytes() == merged
+        listed = autopgo("list", AUTOPGO_CONFIG=str(config))
+        assert listed.returncode == 0 and "svc" in listed.stdout, listed.stderr
+        # the variable, then the flag, come before the file, as for the server
+        denied = autopgo("list", "-c", str(config), AUTOPGO_API_TOKEN="wrong")
+        assert denied.returncode == 1 and "401" in denied.stderr
+        allowed = autopgo("list", "-c", str(config), "--token", TOKEN, AUTOPGO_API_TOKEN="wrong")
+        assert allowed.returncode == 0, allowed.stderr
+
+
+def test_scrape_runs_send_the_token_the_server_takes_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client scrape runs upload with, against a real server whose token is in the environment only."""
+    import asyncio
+
+    from flows.settings import api_client
+    from apiserver import ServerProcess
+
+    env = {**clean_env(), "AUTOPGO_API_TOKEN": TOKEN}
+    server = ServerProcess(["--blob-store", str(tmp_path / "blobs"), "--protect-reads", "--events", "log"], env=env)
+    server.start()
+    try:
+        config = parse_config({"api": {"url": server.url, "token": "stale-file-token"}}, base=tmp_path)
+        monkeypatch.setenv("AUTOPGO_API_TOKEN", TOKEN)
+
+        async def upload() -> str:
+            async with api_client(config) as api:
+                return await api.upload("svc", encode(cpu_profile()))
+
+        key = asyncio.run(upload())
+        assert (tmp_path / "blobs" / key).is_file()
+    finally:
+        server.stop()
