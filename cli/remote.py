@@ -1,8 +1,10 @@
 """Commands that talk to an autopgo API server: ``upload``, ``download``, ``list`` and ``delete``.
 
-Each takes ``--api-url``, ``--token`` and ``--timeout``; the first two default
-to the environment (``AUTOPGO_API_URL``, ``AUTOPGO_API_TOKEN``) so that scripts
-and CI jobs can set them once. The work is done by ``profiling.client``: these
+Each takes ``--api-url``, ``--token``, ``--config`` and ``--timeout``; the first
+two default to the environment (``AUTOPGO_API_URL``, ``AUTOPGO_API_TOKEN``) so
+that scripts and CI jobs can set them once, then to the configuration's
+``api.url`` and ``api.token`` when one is named (``--config``, ``AUTOPGO_CONFIG``),
+in the order the server itself takes them (``profiling.settings``). The work is done by ``profiling.client``: these
 functions only parse, call and print. A failure raises ``ClientError``, which
 ``cli.main`` prints as one line.
 """
@@ -19,9 +21,9 @@ from .output import DASH, check_stdout, write_stdout
 if TYPE_CHECKING:
     from profiling.client import Client
 
+from profiling.settings import CONFIG_ENV, TOKEN_ENV, URL_ENV
+
 DEFAULT_API_URL = "http://localhost:8080"
-URL_ENV = "AUTOPGO_API_URL"
-TOKEN_ENV = "AUTOPGO_API_TOKEN"
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -30,12 +32,19 @@ def register(commands: argparse._SubParsersAction) -> None:
     server.add_argument(
         "--api-url",
         metavar="URL",
-        help=f"the autopgo API server (default: ${URL_ENV}, else {DEFAULT_API_URL})",
+        help=f"the autopgo API server (default: ${URL_ENV}, else --config's api.url, else {DEFAULT_API_URL})",
     )
     server.add_argument(
         "--token",
-        help=f"bearer token for uploads and deletes (default: ${TOKEN_ENV}; "
+        help=f"bearer token, for every request (default: ${TOKEN_ENV}, else --config's api.token; "
         "prefer the variable, as arguments are visible to other users)",
+    )
+    server.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        help=f"autopgo.yaml to take api.url and api.token from when neither flag nor variable gives them "
+        f"(default: ${CONFIG_ENV}, else none)",
     )
     server.add_argument(
         "--timeout",
@@ -162,10 +171,14 @@ def run_delete(args: argparse.Namespace) -> int:
 
 def _client(args: argparse.Namespace) -> Client:
     from profiling.client import Client
+    from profiling.config import load_config
+    from profiling.settings import API_URL, CONFIG, client_token, resolve
 
-    url = args.api_url or os.environ.get(URL_ENV) or DEFAULT_API_URL
-    token = args.token if args.token is not None else os.environ.get(TOKEN_ENV)
-    return Client(url, token=token or None, timeout=args.timeout)
+    flags = vars(args)
+    path = resolve(CONFIG, flags, os.environ).value
+    config = load_config(path) if path else None
+    url = resolve(API_URL, flags, os.environ, config, path).value or DEFAULT_API_URL
+    return Client(url, token=client_token(os.environ, config, flags), timeout=args.timeout)
 
 
 def _seconds(text: str) -> float:

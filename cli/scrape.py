@@ -117,6 +117,7 @@ def run_scrape(args: argparse.Namespace) -> int:
     from profiling.discovery import DiscoveryError
     from profiling.discovery.sources import SourceCache
     from profiling.scrape import pick
+    from profiling.settings import API_URL, client_token, resolve
 
     config, path = find_config(args.config)
     scrape_cfg = config.app(args.app).scrape
@@ -134,8 +135,8 @@ def run_scrape(args: argparse.Namespace) -> int:
     duration = args.duration or scrape_cfg.duration
     if args.output is not None:
         Path(args.output).mkdir(parents=True, exist_ok=True)  # before profiling, so a bad folder fails at once
-    api_url = args.api_url or os.environ.get(URL_ENV) or config.api_url
-    token = args.token if args.token is not None else os.environ.get(TOKEN_ENV) or config.api_token
+    api_url = resolve(API_URL, vars(args), os.environ, config, path).value or config.api_url
+    token = client_token(os.environ, config, vars(args))
     live = sys.stdout.isatty()
     with _quiet_scrape_log():
         rows = asyncio.run(_scrape(args.app, chosen, duration, args.output, api_url, token or None, live))

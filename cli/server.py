@@ -10,28 +10,15 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from profiling.config import Config
 
 from profiling.logs import LOG_LEVEL_ENV, LOG_LEVELS, parse_log_level
+from profiling.settings import TOKEN_ENV, Chosen, Setting, resolve, switch
 from profiling.stores import DEFAULT_BLOB_STORE
-
-
-
-@dataclass(frozen=True, slots=True)
-class Setting:
-    """One server setting: its flag, its environment variable and its key in autopgo.yaml, if any."""
-
-    name: str  # the argparse destination
-    flag: str
-    env: str | None
-    default: Any
-    key: str | None = None  # dotted key in autopgo.yaml
-    parse: Callable[[str], Any] = str  # reads the environment variable's text
-    secret: bool = False  # logged as set or not, never by value
 
 
 def _port(text: str) -> int:
@@ -54,21 +41,30 @@ def _workers(text: str) -> int:
     return workers
 
 
-def _switch(text: str) -> bool:
-    return text.strip().lower() in ("1", "true", "yes", "on")
+def _listen(part: int) -> Callable[[Config], Any]:
+    return lambda config: config.listen_address()[part]
 
 
+CONFIG = Setting("config", "--config", "AUTOPGO_CONFIG", None)  # read first: it names the file the rest may come from
 SETTINGS = (
-    Setting("host", "--host", "AUTOPGO_HOST", "127.0.0.1", key="api.url"),
-    Setting("port", "--port", "AUTOPGO_PORT", 8080, key="api.url", parse=_port),
-    Setting("blob_store", "--blob-store", "AUTOPGO_BLOB_STORE", DEFAULT_BLOB_STORE, key="blob_store"),
-    Setting("token", "--token", "AUTOPGO_API_TOKEN", None, key="api.token", secret=True),
-    Setting("protect_reads", "--protect-reads", "AUTOPGO_PROTECT_READS", False, key="api.protect_reads", parse=_switch),
+    Setting("host", "--host", "AUTOPGO_HOST", "127.0.0.1", key="api.url", read=_listen(0)),
+    Setting("port", "--port", "AUTOPGO_PORT", 8080, key="api.url", read=_listen(1), parse=_port),
+    Setting(
+        "blob_store", "--blob-store", "AUTOPGO_BLOB_STORE", DEFAULT_BLOB_STORE, key="blob_store",
+        read=attrgetter("blob_store"),
+    ),
+    Setting("token", "--token", TOKEN_ENV, None, key="api.token", read=attrgetter("api_token"), secret=True),
+    Setting(
+        "protect_reads", "--protect-reads", "AUTOPGO_PROTECT_READS", False, key="api.protect_reads",
+        read=attrgetter("api_protect_reads"), parse=switch,
+    ),
     Setting("log_level", "--log-level", LOG_LEVEL_ENV, "INFO", parse=parse_log_level),
     Setting("max_body", "--max-body", "AUTOPGO_MAX_BODY", "64MiB"),
     Setting("max_decompressed", "--max-decompressed", "AUTOPGO_MAX_DECOMPRESSED", "512MiB"),
-    Setting("accept_any_profile", "--accept-any-profile", "AUTOPGO_ACCEPT_ANY_PROFILE", False, parse=_switch),
-    Setting("workers", "--workers", "AUTOPGO_WORKERS", None, parse=_workers),
+    Setting("accept_any_profile", "--accept-any-profile", "AUTOPGO_ACCEPT_ANY_PROFILE", False, parse=switch),
+    Setting("workers", "--workers", "AUTOPGO_WORKERS", None, parse=_workers),  # None: default_workers()
+    Setting("events", "--events", "AUTOPGO_EVENTS", None),  # None: prefect if a Prefect URL is set, else log
+    Setting("prefect_api_url", "--prefect-api-url", "PREFECT_API_URL", None),
 )
 
 
@@ -142,7 +138,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     server.add_argument(
         "--config",
-        default=os.environ.get("AUTOPGO_CONFIG"),
         metavar="FILE",
         help="autopgo.yaml: its blob_store and api settings, and its apps' target sources in /api/health "
         "(AUTOPGO_CONFIG; default none)",
@@ -162,42 +157,11 @@ def _argument(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     return convert
 
 
-@dataclass(frozen=True, slots=True)
-class Chosen:
-    value: Any
-    origin: str  # "--port", "AUTOPGO_PORT", "autopgo.yaml (api.url)" or "default"
-
-
 def choose_settings(
-    flags: Mapping[str, Any], env: Mapping[str, str], config: Config | None, config_path: str | None
+    flags: Mapping[str, Any], env: Mapping[str, str], config: Config | None, config_path: object = None
 ) -> dict[str, Chosen]:
-    """Every setting of ``SETTINGS``, each from its flag, else environment, else config file, else default."""
-    from_file = _file_values(config) if config is not None else {}
-    chosen: dict[str, Chosen] = {}
-    for setting in SETTINGS:
-        if flags.get(setting.name) is not None:
-            chosen[setting.name] = Chosen(flags[setting.name], setting.flag)
-        elif setting.env and env.get(setting.env, "").strip():
-            try:
-                value = setting.parse(env[setting.env])
-            except ValueError as exc:
-                raise ValueError(f"{setting.env}: {exc}") from None
-            chosen[setting.name] = Chosen(value, setting.env)
-        elif setting.key and from_file.get(setting.name) is not None:
-            chosen[setting.name] = Chosen(from_file[setting.name], f"{config_path} ({setting.key})")
-        else:
-            chosen[setting.name] = Chosen(setting.default, "default")
-    return chosen
-
-
-def _file_values(config: Config) -> dict[str, Any]:
-    """The settings autopgo.yaml gives explicitly, by ``Setting.name``."""
-    values: dict[str, Any] = {"token": config.api_token, "protect_reads": config.api_protect_reads or None}
-    if "blob_store" in config.given:
-        values["blob_store"] = config.blob_store
-    if "api.url" in config.given:
-        values["host"], values["port"] = config.listen_address()
-    return values
+    """Every setting of ``SETTINGS`` with where it came from, each by ``profiling.settings.resolve``."""
+    return {setting.name: resolve(setting, flags, env, config, config_path) for setting in SETTINGS}
 
 
 def run_server(args: argparse.Namespace) -> int:
@@ -212,8 +176,9 @@ def run_server(args: argparse.Namespace) -> int:
     from profiling.stores import parse_store_url
     from profiling.units import parse_size
 
-    file_config = load_config(args.config) if args.config else None
-    chosen = choose_settings(vars(args), os.environ, file_config, args.config)
+    where = resolve(CONFIG, vars(args), os.environ)
+    file_config = load_config(where.value) if where.value else None
+    chosen = {"config": where, **choose_settings(vars(args), os.environ, file_config, where.value)}
     value = {name: c.value for name, c in chosen.items()}
     configure_logging(value["log_level"])
     config = ServerConfig(
@@ -223,28 +188,27 @@ def run_server(args: argparse.Namespace) -> int:
         token=value["token"] or None,
         protect_reads=value["protect_reads"],
         limits=Limits(
-            *(parse_size(chosen[name].value, chosen[name].origin, allow_zero=False) for name in ("max_body", "max_decompressed"))
+            *(parse_size(chosen[name].value, chosen[name].name, allow_zero=False) for name in ("max_body", "max_decompressed"))
         ),
         accept_any_profile=value["accept_any_profile"],
         workers=default_workers() if value["workers"] is None else value["workers"],
-        events=EventsConfig.choose(args.events, args.prefect_api_url, os.environ),
-        pipeline_config=args.config,
+        events=EventsConfig.choose(value["events"], value["prefect_api_url"], os.environ),
+        pipeline_config=where.value,
         clock_offset_ns=clock_offset_ns(os.environ),
     )
     if config.protect_reads and not config.token:
         origin = chosen["protect_reads"].origin
-        raise ConfigError(f"protecting reads ({origin}) needs a token: set --token, AUTOPGO_API_TOKEN or api.token")
+        raise ConfigError(f"protecting reads ({origin}) needs a token: set --token, {TOKEN_ENV} or api.token")
     try:
         server = create_server(config)
     except BlobStoreError as exc:
-        raise ConfigError(f"blob store {config.blob_store}: {exc}") from None
+        raise ConfigError(f"blob store {config.blob_store} ({chosen['blob_store'].origin}): {exc}") from None
     log = logging.getLogger("autopgo.api")
-    for setting in SETTINGS:
+    # As the server uses them: the store as a URL, and what None stood for.
+    effective = {"blob_store": config.blob_store, "workers": config.workers, "events": config.events.kind}
+    for setting in (CONFIG, *SETTINGS):
         c = chosen[setting.name]
-        shown = ("set" if c.value else "none") if setting.secret else c.value
-        if setting.name == "workers":
-            shown = config.workers
-        log.info("setting %s = %s (from %s)", setting.name, shown, c.origin)
+        log.info("setting %s = %s (from %s)", setting.name, setting.shown(effective.get(setting.name, c.value)), c.origin)
     if config.clock_offset_ns:
         log.warning("clock shifted by %+.3fs (AUTOPGO_CLOCK_OFFSET, for testing clock skew)", config.clock_offset_ns / 1e9)
     print(f"autopgo server listening on {server.url}", flush=True)

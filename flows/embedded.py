@@ -39,6 +39,10 @@ from .settings import CONFIG_ENV, STATE_ENV
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 15.0
+# The API server's variables for what the flows take from autopgo.yaml alone (where scrape runs
+# upload, the store merges read), by the key they stand for: under `autopgo up` the API takes
+# these from the file too, or the two would part.
+FLOWS_READ_FROM_CONFIG = {"AUTOPGO_HOST": "api.url", "AUTOPGO_PORT": "api.url", "AUTOPGO_BLOB_STORE": "blob_store"}
 GROUP_GONE_TIMEOUT = 10.0  # how long a restart waits for what a dead child left in its group to exit
 POLL_EVERY = 0.5
 
@@ -272,16 +276,11 @@ class Embedded:
             env,
             ready_url=f"{self.prefect_url}/api/health",
         )
-        host, port = self.config.listen_address()
+        # The API reads the flows' file (--config) in its own order, a variable before the file:
+        # AUTOPGO_API_TOKEN before api.token, as scrape runs take it too.
         server = [
             str(bin_dir / "autopgo"),
             "server",
-            "--host",
-            host,
-            "--port",
-            str(port),
-            "--blob-store",
-            self.config.blob_store,
             "--events",
             "prefect",
             "--prefect-api-url",
@@ -289,9 +288,8 @@ class Embedded:
         ]
         if self.config_path is not None:
             server += ["--config", str(self.config_path)]
-        if self.config.api_token:
-            env = {**env, "AUTOPGO_API_TOKEN": self.config.api_token}
-        api = Child("api", server, env, ready_url=f"{self.config.api_url}/api/ready")
+        api_env = {name: value for name, value in env.items() if name not in FLOWS_READ_FROM_CONFIG}
+        api = Child("api", server, api_env, ready_url=f"{self.config.api_url}/api/ready")
         flows = Child("flows", [sys.executable, "-m", "flows.serve"], env)
         return [prefect, api, flows]
 
@@ -327,6 +325,9 @@ def run(
     config: Config, config_path: Path | None, data_dir: Path, prefect_port: int = 4200, *, log_level: str = "INFO"
 ) -> int:
     """Run the embedded pipeline until Ctrl-C or SIGTERM (0) or until a child is given up on (1)."""
+    for name, key in FLOWS_READ_FROM_CONFIG.items():
+        if os.environ.get(name, "").strip():
+            log.warning("%s is ignored: the API and the flows take %s from the configuration", name, key)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     pipeline = Embedded(config, config_path, data_dir, prefect_port, log_level)

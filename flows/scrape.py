@@ -117,7 +117,7 @@ async def scrape(apps: list[str]) -> State:
 
 
 async def _scrape(cfg: Config, dues: Sequence[Due], artifact_key: str) -> State:
-    async with new_client() as http, AsyncClient(cfg.api_url, token=cfg.api_token) as api:
+    async with new_client() as http, settings.api_client(cfg) as api:
         run = _Run(cfg, http, api)
         _run.set(run)  # before gather: each of its tasks copies the context
 

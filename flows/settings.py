@@ -13,8 +13,10 @@ from pathlib import Path
 from prefect.settings import get_current_settings
 
 from profiling.blobs import BlobStore
+from profiling.client import AsyncClient
 from profiling.config import Config, find_config
 from profiling.prefect_events import PrefectEventSink
+from profiling.settings import client_token
 from profiling.stores import open_store
 
 CONFIG_ENV = "AUTOPGO_CONFIG"
@@ -35,6 +37,13 @@ def state_dir() -> Path:
 
 def store(cfg: Config) -> BlobStore:
     return open_store(cfg.blob_store)
+
+
+def api_client(cfg: Config) -> AsyncClient:
+    """The API client scrape runs upload with: to ``api.url``, with the token the API server itself
+    takes first (``AUTOPGO_API_TOKEN``, else ``api.token``), so that a token kept out of the file
+    and given to the server and the workers alike is sent."""
+    return AsyncClient(cfg.api_url, token=client_token(os.environ, cfg))
 
 
 def event_sink() -> PrefectEventSink | None:

@@ -107,8 +107,11 @@ def children(parent: int) -> dict[int, list[bytes]]:
 
 
 def api_pid(up: int) -> int | None:
-    """The pid of the API child of `autopgo up` process ``up`` (its command line names the blob store)."""
-    return next((pid for pid, argv in children(up).items() if b"--blob-store" in argv), None)
+    """The pid of the API child of `autopgo up` process ``up`` (`autopgo server`)."""
+    return next(
+        (pid for pid, argv in children(up).items() if b"server" in argv and any(a.endswith(b"/autopgo") for a in argv)),
+        None,
+    )
 
 
 @pytest.mark.slow

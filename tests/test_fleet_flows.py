@@ -138,7 +138,9 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     static_good = lambda name: f'        static: [{{address: "{targets.address}", path: /ok/{name}}}]\n'  # noqa: E731
     config = tmp / "autopgo.yaml"
     config.write_text(
-        f"blob_store: {tmp / 'blobs'}\napi:\n  url: http://127.0.0.1:{api_port}\nsweep_every: 1h\napps:\n"
+        # scrape runs upload with the file's token, which the API also needs for reads
+        f"blob_store: {tmp / 'blobs'}\napi:\n  url: http://127.0.0.1:{api_port}\n  token: fleet-token\n"
+        "  protect_reads: true\nsweep_every: 1h\napps:\n"
         + "".join(app(name, static_good(name)) for name in GOOD)
         + app(
             "bad-target",

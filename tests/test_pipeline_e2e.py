@@ -1,7 +1,8 @@
 """The whole pipeline with real parts only: `autopgo up` (a real Prefect server on SQLite, the
 API and the served deployments), the project's Go service under load, a scrape run by its
 deployment, uploads through the API, a merge run created by the upload event, a download that
-equals google/pprof's merge of what was scraped, `go build -pgo` on it, then a delete.
+equals google/pprof's merge of what was scraped, `go build -pgo` on it, then a delete. Reads are
+protected, with the token in the environment only: the API, the scrape runs and the CLI take it there.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from processes import free_port, healthy, processes_using, stop_group, wait_for
 pytestmark = pytest.mark.slow
 
 APP = "e2e"
+TOKEN = "e2e-token-1234"
 RUNTIME = r"^runtime\."  # a never_inline pattern that matches callees in any Go CPU profile
 
 
@@ -90,6 +92,7 @@ def test_scrape_merge_download_build_delete(service_binary: Path, tmp_path: Path
 blob_store: {blobs}
 api:
   url: {api}
+  protect_reads: true
 sweep_every: 1h
 apps:
   - name: {APP}
@@ -104,7 +107,8 @@ apps:
     never_inline: ['{RUNTIME}']
 """
         )
-        env = {**os.environ, "PREFECT_API_URL": prefect}
+        # AUTOPGO_PORT would part the API from the flows, which upload to api.url: up ignores it.
+        env = {**os.environ, "PREFECT_API_URL": prefect, "AUTOPGO_API_TOKEN": TOKEN, "AUTOPGO_PORT": str(free_port())}
         up_log = tmp_path / "up.log"  # what `autopgo up` and its children log, at the default level
         with up_log.open("wb") as log_file:
             up = subprocess.Popen(
@@ -145,9 +149,12 @@ apps:
 
             downloaded = tmp_path / "default.pgo"
             cli = [str(Path(sys.executable).parent / "autopgo")]
+            cli_env = {**os.environ, "AUTOPGO_API_TOKEN": TOKEN}
 
             def merged_as_expected() -> bool:
-                result = subprocess.run([*cli, "download", APP, "-o", str(downloaded), "--api-url", api], capture_output=True)
+                result = subprocess.run(
+                    [*cli, "download", APP, "-o", str(downloaded), "--api-url", api], capture_output=True, env=cli_env
+                )
                 return result.returncode == 0 and strip_batch_comments(read_profile(downloaded)) in expected
 
             wait_for("the merged profile of both uploads", merged_as_expected, 120, every=1)
@@ -172,8 +179,10 @@ apps:
             binary = harness.build_service(tmp_path, pgo=downloaded)
             assert "-pgo=" in harness.go("version", "-m", str(binary))
 
-            subprocess.run([*cli, "delete", APP, "--api-url", api], check=True)
-            assert httpx.get(f"{api}/api/profile/{APP}", timeout=10).status_code == 404  # hidden at once
+            assert httpx.get(f"{api}/api/profile/{APP}", timeout=10).status_code == 401  # reads are protected
+            subprocess.run([*cli, "delete", APP, "--api-url", api], check=True, env=cli_env)
+            bearer = {"Authorization": f"Bearer {TOKEN}"}
+            assert httpx.get(f"{api}/api/profile/{APP}", headers=bearer, timeout=10).status_code == 404  # hidden at once
             store = open_store(str(blobs))
             wait_for(
                 "the delete flow",
@@ -186,6 +195,15 @@ apps:
     log = up_log.read_text(errors="replace")
     # the served runs' lines reach autopgo up's output: what the merge did for the app
     assert "started flows" in log and f"{APP}: 1 batches, " in log, log[-3000:]
+    # the API's settings: the environment's token, the file's address and protection
+    for line in (
+        "setting token = set (from env AUTOPGO_API_TOKEN)",
+        f"setting port = {api_port} (from config {config} (api.url))",
+        f"setting protect_reads = True (from config {config} (api.protect_reads))",
+        "AUTOPGO_PORT is ignored: the API and the flows take api.url from the configuration",
+    ):
+        assert line in log, line
+    assert TOKEN not in log
     # no line per HTTP request sent: readiness checks, events, scrapes, uploads
     assert [line for line in log.splitlines() if "HTTP Request:" in line] == []
     assert wait_for("no process left behind", lambda: not processes_using(str(data)), 20) is True

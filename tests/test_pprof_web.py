@@ -3,12 +3,16 @@ profile (whole or ``?trim=pgo``) straight from a live API, parses it and serves 
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -25,16 +29,25 @@ APP = "checkout"
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-@pytest.fixture
-def api(tmp_path: Path, cpu_profiles: list[Path]) -> Iterator[ThreadServer]:
+TOKEN = "pprof-token-1234"
+
+
+@contextmanager
+def serving(tmp_path: Path, cpu_profiles: list[Path], **auth: Any) -> Iterator[ThreadServer]:
     """A live API holding the merge of the real Go profiles as the app's profile."""
     store = open_store(str(tmp_path / "blobs"))
     store.put(merged_key(APP), encode(merge([decode(p.read_bytes()) for p in cpu_profiles])))
     try:
-        with thread_server(store, RecordingSink()) as running:
+        with thread_server(store, RecordingSink(), **auth) as running:
             yield running
     finally:
         store.close()
+
+
+@pytest.fixture
+def api(tmp_path: Path, cpu_profiles: list[Path]) -> Iterator[ThreadServer]:
+    with serving(tmp_path, cpu_profiles) as running:
+        yield running
 
 
 def pprof_env(tmp_path: Path) -> dict[str, str]:
@@ -100,3 +113,39 @@ def test_the_readme_shows_pprof_on_the_api() -> None:
     text = README.read_text()
     assert "go tool pprof -http=: http://autopgo:8080/api/profile/checkout" in text
     assert "go tool pprof -http=: 'http://autopgo:8080/api/profile/checkout?trim=pgo'" in text
+
+
+@pytest.mark.slow
+def test_with_reads_protected_the_readme_downloads_with_the_token_for_pprof(
+    tmp_path: Path, cpu_profiles: list[Path]
+) -> None:
+    """pprof's own fetch gets 401; each of the README's two ways round it, run as written, opens the profile."""
+    text = README.read_text()
+    block = text[text.index("pprof sends no token") :]
+    lines = re.search(r"```sh\n(.*?)\n```", block, re.S).group(1).splitlines()  # type: ignore[union-attr]
+    assert [line.split()[0] for line in lines] == ["AUTOPGO_API_TOKEN=...", "curl"]
+    go = harness.go_executable()
+    env = pprof_env(tmp_path)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), str(Path(go).parent), env.get("PATH", "")])
+    with serving(tmp_path, cpu_profiles, token=TOKEN, protect_reads=True) as api:
+        url = f"{api.url}/api/profile/{APP}"
+        direct = subprocess.run(
+            [go, "tool", "pprof", "-top", url], env=env, capture_output=True, text=True, timeout=300
+        )
+        assert direct.returncode != 0 and "401" in direct.stderr, direct.stderr
+        served = httpx.get(url, headers={"Authorization": f"Bearer {TOKEN}"}).content
+        for line in lines:
+            work = tmp_path / f"work-{lines.index(line)}"
+            work.mkdir()
+            command = (
+                line.replace("AUTOPGO_API_TOKEN=...", f"AUTOPGO_API_TOKEN={TOKEN}")
+                .replace("http://autopgo:8080", api.url)
+                .replace("-http=:", "-top -sample_index=samples")
+            )
+            result = subprocess.run(
+                ["bash", "-c", command], cwd=work, capture_output=True, text=True, timeout=300,
+                env={**env, "AUTOPGO_API_URL": api.url, "AUTOPGO_API_TOKEN": TOKEN},
+            )
+            assert result.returncode == 0, f"{command}: {result.stderr}"
+            assert (work / "checkout.pgo").read_bytes() == served
+            assert f"% of {total_samples(served)} total" in result.stdout, result.stdout
