@@ -3,6 +3,8 @@ name what the user gave, the version, several uploads at once."""
 
 from __future__ import annotations
 
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -116,6 +118,37 @@ def test_an_unwritable_output_names_the_file_given(
     code, _, err = run(capsys, "merge", "-o", target, profile)
     assert code == 1
     assert err == f"autopgo merge: {target}: No such file or directory\n"
+
+
+def test_an_output_that_is_a_directory_names_it(
+    tmp_path: Path, profile: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "adir"
+    target.mkdir()
+    code, _, err = run(capsys, "merge", "-o", target, profile)
+    assert code == 1
+    assert err == f"autopgo merge: {target}: Is a directory\n"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
+
+
+def test_an_output_that_is_no_regular_file_is_written_not_replaced(tmp_path: Path, profile: Path) -> None:
+    """``-o /dev/stdout`` or a named pipe: written into, as a shell redirection would, never replaced
+    by a regular file (as root, replacing /dev/stdout would break it for every later process)."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader is there, so opening to write does not wait
+    try:
+        result = subprocess.run(
+            [str(AUTOPGO), "merge", "-o", str(fifo), str(profile)], capture_output=True, cwd=tmp_path, timeout=60
+        )
+        received = os.read(reader, 1 << 16)
+    finally:
+        os.close(reader)
+    assert (result.returncode, result.stderr) == (0, b"")
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    regular = tmp_path / "merged.pgo"
+    subprocess.run([str(AUTOPGO), "merge", "-o", str(regular), str(profile)], check=True, timeout=60)
+    assert received == regular.read_bytes()
 
 
 def test_version() -> None:
