@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from .output import DASH
 from .remote import TOKEN_ENV, URL_ENV
 
 if TYPE_CHECKING:
@@ -118,6 +119,8 @@ def run_scrape(args: argparse.Namespace) -> int:
     from profiling.discovery.sources import SourceCache
     from profiling.scrape import pick
 
+    if args.output == DASH:  # '-' is standard output elsewhere; never a folder of that name
+        raise ValueError("--output names a folder for the profiles; standard output ('-') cannot hold them")
     config, path = find_config(args.config)
     scrape_cfg = config.app(args.app).scrape
     if scrape_cfg is None:

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from apiserver import RecordingSink, thread_server
+from apiserver import RecordingSink, closed_port, thread_server
 
 from cli.main import main
 from profiling.codec import decode, encode
@@ -109,6 +109,20 @@ def test_merge_refuses_to_write_to_a_terminal(
     code, out, err = run(capsys, "merge", "-o", "-", profile)
     assert (code, out) == (1, "")
     assert err == "autopgo merge: will not write a binary profile to a terminal: redirect it or use -o FILE\n"
+
+
+def test_scrape_output_of_dash_is_refused_not_a_folder_named_dash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "autopgo.yaml").write_text(
+        "apps:\n  - name: checkout\n    scrape:\n      every: 1m\n      duration: 1s\n"
+        f"      targets:\n        static: [{{address: '127.0.0.1:{closed_port()}'}}]\n"
+    )
+    code, out, err = run(capsys, "scrape", "checkout", "--output", "-")
+    assert (code, out) == (1, "")
+    assert err == "autopgo scrape: --output names a folder for the profiles; standard output ('-') cannot hold them\n"
+    assert not (tmp_path / "-").exists()
 
 
 def test_an_unwritable_output_names_the_file_given(
