@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from .output import DASH
 from .remote import TOKEN_ENV, URL_ENV
 
 if TYPE_CHECKING:
@@ -119,6 +120,8 @@ def run_scrape(args: argparse.Namespace) -> int:
     from profiling.scrape import pick
     from profiling.settings import API_URL, client_token, resolve
 
+    if args.output == DASH:  # '-' is standard output elsewhere; never a folder of that name
+        raise ValueError("--output names a folder for the profiles; standard output ('-') cannot hold them")
     config, path = find_config(args.config)
     scrape_cfg = config.app(args.app).scrape
     if scrape_cfg is None:

@@ -3,12 +3,14 @@ name what the user gave, the version, several uploads at once."""
 
 from __future__ import annotations
 
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from apiserver import RecordingSink, thread_server
+from apiserver import RecordingSink, closed_port, thread_server
 
 from cli.main import main
 from profiling.codec import decode, encode
@@ -109,6 +111,20 @@ def test_merge_refuses_to_write_to_a_terminal(
     assert err == "autopgo merge: will not write a binary profile to a terminal: redirect it or use -o FILE\n"
 
 
+def test_scrape_output_of_dash_is_refused_not_a_folder_named_dash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "autopgo.yaml").write_text(
+        "apps:\n  - name: checkout\n    scrape:\n      every: 1m\n      duration: 1s\n"
+        f"      targets:\n        static: [{{address: '127.0.0.1:{closed_port()}'}}]\n"
+    )
+    code, out, err = run(capsys, "scrape", "checkout", "--output", "-")
+    assert (code, out) == (1, "")
+    assert err == "autopgo scrape: --output names a folder for the profiles; standard output ('-') cannot hold them\n"
+    assert not (tmp_path / "-").exists()
+
+
 def test_an_unwritable_output_names_the_file_given(
     tmp_path: Path, profile: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -116,6 +132,37 @@ def test_an_unwritable_output_names_the_file_given(
     code, _, err = run(capsys, "merge", "-o", target, profile)
     assert code == 1
     assert err == f"autopgo merge: {target}: No such file or directory\n"
+
+
+def test_an_output_that_is_a_directory_names_it(
+    tmp_path: Path, profile: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "adir"
+    target.mkdir()
+    code, _, err = run(capsys, "merge", "-o", target, profile)
+    assert code == 1
+    assert err == f"autopgo merge: {target}: Is a directory\n"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary file left
+
+
+def test_an_output_that_is_no_regular_file_is_written_not_replaced(tmp_path: Path, profile: Path) -> None:
+    """``-o /dev/stdout`` or a named pipe: written into, as a shell redirection would, never replaced
+    by a regular file (as root, replacing /dev/stdout would break it for every later process)."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader is there, so opening to write does not wait
+    try:
+        result = subprocess.run(
+            [str(AUTOPGO), "merge", "-o", str(fifo), str(profile)], capture_output=True, cwd=tmp_path, timeout=60
+        )
+        received = os.read(reader, 1 << 16)
+    finally:
+        os.close(reader)
+    assert (result.returncode, result.stderr) == (0, b"")
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    regular = tmp_path / "merged.pgo"
+    subprocess.run([str(AUTOPGO), "merge", "-o", str(regular), str(profile)], check=True, timeout=60)
+    assert received == regular.read_bytes()
 
 
 def test_version() -> None:
