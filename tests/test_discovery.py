@@ -23,6 +23,7 @@ from fakeapis import (
     FakeKubernetes,
     FakeNomad,
     consul_entry,
+    kubeconfig,
     make_certs,
     nomad_registration,
     pod,
@@ -90,23 +91,6 @@ SHOP_TARGETS = [
     Target("10.0.0.2:6060", "/pprof/cpu", "https"),
     Target("[fd00::7]:7070", DEFAULT_PATH, "http"),
 ]
-
-
-def kubeconfig(path: Path, server: str, **user: Any) -> Path:
-    cluster = user.pop("cluster", {})
-    data = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "current-context": "test",
-        "contexts": [
-            {"name": "other", "context": {"cluster": "nowhere", "user": "nobody"}},
-            {"name": "test", "context": {"cluster": "local", "user": "me", "namespace": "shop"}},
-        ],
-        "clusters": [{"name": "local", "cluster": {"server": server, **cluster}}],
-        "users": [{"name": "me", "user": user}],
-    }
-    path.write_text(yaml.safe_dump(data))
-    return path
 
 
 @pytest.fixture
