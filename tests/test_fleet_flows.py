@@ -153,7 +153,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
         )
         + app("bad-source", f"        consul: {{address: 'http://127.0.0.1:{closed}', timeout: 2s}}\n")
         + app("filed", f"        file: {targets_file}\n")
-        + app("k8s-down", f"        kubernetes: {{kubeconfig: {kubeconfig(tmp / 'kubeconfig', k8s.url, token='k8s-token')}}}\n")
+        + app("k8s-down", f"        kubernetes: {{kubeconfig: {kubeconfig(tmp / 'kc', k8s.url, token='t')}}}\n")
         + app("bad-merge", static_good("bad-merge"))
     )
     log = (tmp / "up.log").open("wb")
