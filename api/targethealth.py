@@ -9,6 +9,10 @@ in a worker of a small pool, and health reports the last result of each with its
 A source whose last finished listing is older than two periods (its listing hangs) is
 ``stale``; one never listed yet is ``unknown``; both still give the time of the last good
 listing, if any.
+
+A source that cannot list its targets is logged in one warning when it starts failing (and
+again only when the reason changes), and in one line when it lists them again, not at every
+listing: a source down for an hour would otherwise say so 240 times.
 """
 
 from __future__ import annotations
@@ -49,6 +53,17 @@ class _Source:
     last: Listing | None = None
     last_ok: float | None = None  # when it last listed its targets
     running: bool = False  # a listing is in flight
+
+
+def change_line(app: str, kind: str, before: Listing | None, after: Listing) -> tuple[int, str] | None:
+    """The log level and line for a listing ``after`` that follows ``before`` (None: the first one),
+    or None when it changes nothing worth a line: a source that starts failing, or fails for
+    another reason, is a warning; one that lists its targets again after failing, an info line."""
+    if not after.ok and (before is None or before.ok or before.message != after.message):
+        return logging.WARNING, f"target source {kind} of {app} cannot list its targets: {after.message}"
+    if after.ok and before is not None and not before.ok:
+        return logging.INFO, f"target source {kind} of {app} lists its targets again"
+    return None
 
 
 def describe(app: str, kind: str, last: Listing | None, last_ok: float | None, now: float, stale_after: float) -> dict[str, Any]:
@@ -147,14 +162,19 @@ class TargetHealth:
             state.source.check()
         except Exception as exc:  # noqa: BLE001 - any failure is the source's state, reported as is
             listing = Listing(False, " ".join(str(exc).split()) or type(exc).__name__, self._clock())
-            log.debug("target source of %s: %s", app, listing.message)
         else:
             listing = Listing(True, "", self._clock())
         with self._changed:
+            before = state.last
             state.last, state.running = listing, False
             if listing.ok:
                 state.last_ok = listing.finished
             self._changed.notify_all()
+        line = change_line(app, state.kind, before, listing)
+        if line is not None:
+            log.log(*line)
+        elif not listing.ok:
+            log.debug("target source %s of %s still cannot list its targets: %s", state.kind, app, listing.message)
 
 
 def _time(when: float) -> str:

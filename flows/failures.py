@@ -11,12 +11,15 @@ Returning a Failed state is not quite enough in Prefect 3 either:
 
 - the engine then raises ``FailedRun`` for it, and ``python -m prefect.engine``
   logs that with a traceback too;
-- a task that returns a Failed state is logged with ``exc_info=True`` and no
-  exception in flight, which prints ``NoneType: None`` under its line.
+- a task that returns a Failed state is logged as ``Task run failed with
+  state: Failed(message=..., type=FAILED, result=None)``, with ``exc_info=True``
+  and no exception in flight (``NoneType: None`` under it), and then again as
+  ``Finished in state Failed('...')``.
 
-Neither says anything the run has not said, so both are dropped (only records
-carrying a ``FailedRun`` or no exception at all, only from the flow and task
-run loggers); any other exception, a bug, keeps its traceback.
+Neither says anything the run has not said, so both are dropped: records
+carrying a ``FailedRun``, and task run records carrying no exception at all,
+which leaves one line per failed task, its ``Finished in state``. Only the flow
+and task run loggers are filtered; any other exception, a bug, keeps its traceback.
 """
 
 from __future__ import annotations
@@ -37,13 +40,18 @@ def fail(message: str) -> State:
 
 
 class _ReportedFailure(logging.Filter):
-    """Drops the traceback of a failure a run returned, and so reported: a ``FailedRun``, or none at all."""
+    """Drops what repeats a failure a run returned, and so reported: a ``FailedRun``'s traceback, and the
+    task engine's first line for a returned Failed state (its ``Finished in state`` line follows)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], FailedRun):
+        if not record.exc_info:
+            return True
+        if isinstance(record.exc_info[1], FailedRun):
             return False
-        if record.exc_info and record.exc_info[0] is None:
-            record.exc_info = None
+        if record.exc_info[0] is None:  # logged with exc_info=True and nothing in flight: a returned state
+            if record.name == "prefect.task_runs":
+                return False
+            record.exc_info = None  # any other such line is kept, without "NoneType: None" under it
         return True
 
 

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import yaml
+
 # -- a test CA, made with the openssl command ---------------------------------------
 
 
@@ -274,6 +276,25 @@ class FakeKubernetes(FakeAPI):
             meta["continue"] = following
             meta["remainingItemCount"] = len(matching) - int(following.removeprefix("page-"))
         return 200, {"kind": "PodList", "apiVersion": "v1", "metadata": meta, "items": items}, {}
+
+
+def kubeconfig(path: Path, server: str, **user: Any) -> Path:
+    """A kubeconfig at ``path`` whose current context is ``server`` in namespace shop, as user ``user``
+    (``token=...`` or client certificate keys; ``cluster=`` adds cluster keys such as a CA)."""
+    cluster = user.pop("cluster", {})
+    data = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "test",
+        "contexts": [
+            {"name": "other", "context": {"cluster": "nowhere", "user": "nobody"}},
+            {"name": "test", "context": {"cluster": "local", "user": "me", "namespace": "shop"}},
+        ],
+        "clusters": [{"name": "local", "cluster": {"server": server, **cluster}}],
+        "users": [{"name": "me", "user": user}],
+    }
+    path.write_text(yaml.safe_dump(data))
+    return path
 
 
 # -- Consul -------------------------------------------------------------------------

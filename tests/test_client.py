@@ -679,6 +679,40 @@ def test_cli_download_twice_keeps_a_current_file(
     assert statuses == ["200", "304", "200", "200", "304"]
 
 
+def test_download_between_real_processes_keeps_a_current_file(tmp_path: Path, cpu_profiles: list[Path]) -> None:
+    """`autopgo download` against `autopgo server`, each a process of its own: downloading an
+    unchanged profile again is a 304 (the server's access log says so) that leaves the file as
+    it was and says so in one line; a new merge is downloaded again."""
+    from apiserver import ServerProcess
+    from profiling.names import merged_key
+    from profiling.stores import open_store
+
+    blobs = open_store(str(tmp_path / "blobs"))
+    blobs.put(merged_key("svc"), cpu_profiles[0].read_bytes())
+    target = tmp_path / "default.pgo"
+    with ServerProcess(["--blob-store", str(tmp_path / "blobs"), "--events", "log", "--workers", "0"]) as server:
+
+        def download() -> tuple[int, str, str]:
+            argv = [str(AUTOPGO), "download", "svc", "-o", str(target), "--api-url", server.url]
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+            return done.returncode, done.stdout, done.stderr
+
+        assert download() == (0, "", "")
+        first = target.stat()
+        assert download() == (0, "", f"{target} is up to date\n")
+        second = target.stat()
+        blobs.put(merged_key("svc"), cpu_profiles[1].read_bytes())  # a new merge
+        assert download() == (0, "", "")
+        server.terminate()
+        assert server.wait(15) == 0
+        log = server.stderr()
+    blobs.close()
+    assert (second.st_mtime_ns, second.st_ino) == (first.st_mtime_ns, first.st_ino)
+    assert target.read_bytes() == cpu_profiles[1].read_bytes()
+    statuses = re.findall(r'"GET /api/profile/svc" (\d+)', log)
+    assert statuses == ["200", "304", "200"], log
+
+
 def answered(caplog: pytest.LogCaptureFixture, count: int) -> list[str]:
     """The statuses of the first ``count`` requests in the API server's access log."""
     deadline = time.monotonic() + 5

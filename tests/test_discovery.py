@@ -23,6 +23,7 @@ from fakeapis import (
     FakeKubernetes,
     FakeNomad,
     consul_entry,
+    kubeconfig,
     make_certs,
     nomad_registration,
     pod,
@@ -90,23 +91,6 @@ SHOP_TARGETS = [
     Target("10.0.0.2:6060", "/pprof/cpu", "https"),
     Target("[fd00::7]:7070", DEFAULT_PATH, "http"),
 ]
-
-
-def kubeconfig(path: Path, server: str, **user: Any) -> Path:
-    cluster = user.pop("cluster", {})
-    data = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "current-context": "test",
-        "contexts": [
-            {"name": "other", "context": {"cluster": "nowhere", "user": "nobody"}},
-            {"name": "test", "context": {"cluster": "local", "user": "me", "namespace": "shop"}},
-        ],
-        "clusters": [{"name": "local", "cluster": {"server": server, **cluster}}],
-        "users": [{"name": "me", "user": user}],
-    }
-    path.write_text(yaml.safe_dump(data))
-    return path
 
 
 @pytest.fixture
@@ -707,3 +691,63 @@ def test_api_health_answers_at_once_while_a_target_source_hangs(tmp_path: Path, 
     assert stale["silent"] == {"source": "consul", "status": "unknown", "message": "not listed yet"}
     assert stale["fixed"]["status"] == "ok" and stale["fixed"]["checkedAt"] > first["fixed"]["checkedAt"]
     assert all(t[APP]["status"] == "stale" and t["silent"]["status"] == "unknown" for t in later)
+
+
+def test_api_logs_a_source_that_cannot_list_once_per_failure(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A source listed every 0.1 s that keeps failing is one warning (app, source, URL, why; no
+    traceback), another only when the reason changes, and one line when it lists again."""
+    import threading
+
+    from api.config import ServerConfig
+    from api.server import create_server
+
+    with FakeKubernetes(list(PODS)).running() as k8s:
+        k8s.fail = "500"
+        kc = kubeconfig(tmp_path / "kc", k8s.url, token="k8s-token")
+        config = tmp_path / "autopgo.yaml"
+        config.write_text(
+            "apps:\n"
+            f"  - name: {APP}\n"
+            f"    scrape: {{targets: {{kubernetes: {{kubeconfig: {kc}}}}}}}\n"
+            "  - name: missing\n"
+            "    scrape: {targets: {file: nothing-here.yaml}}\n"
+            "  - name: fixed\n"
+            "    scrape: {targets: {static: [{address: '127.0.0.1:1'}]}}\n"
+        )
+        blobs = f"file://{tmp_path / 'blobs'}"
+        with caplog.at_level(logging.INFO, logger="autopgo.api"):
+            settings = ServerConfig(port=0, blob_store=blobs, pipeline_config=str(config), targets_every=0.1)
+            server = create_server(settings)
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+            try:
+
+                def listings(count: int) -> None:
+                    asked = len(k8s.seen)
+                    wait_for(f"{count} more listings", lambda: len(k8s.seen) >= asked + count, 10, every=0.05)
+
+                listings(5)
+                k8s.fail = "401"  # another reason
+                listings(5)
+                k8s.fail = None
+                listings(5)
+            finally:
+                server.shutdown()
+                server.server_close()
+                server.api.close()
+    logged = [r for r in caplog.records if r.name == "autopgo.api" and "target source" in r.getMessage()]
+    lines = [(r.levelname, r.getMessage()) for r in logged]
+    assert not [r for r in caplog.records if r.exc_info], "no traceback"
+    url = f"{k8s.url}/api/v1/pods?"
+    mine = [line for line in lines if f" of {APP} " in line[1]]
+    assert len(mine) == 3, lines
+    assert mine[0][0] == "WARNING" and mine[0][1].startswith(f"target source kubernetes of {APP} cannot list its targets: ")
+    assert url in mine[0][1] and "HTTP 500: internal error: the leader is gone" in mine[0][1], mine
+    assert mine[1][0] == "WARNING" and url in mine[1][1] and "HTTP 401" in mine[1][1], mine
+    assert mine[2] == ("INFO", f"target source kubernetes of {APP} lists its targets again")
+    missing = f"cannot read {tmp_path / 'nothing-here.yaml'}: No such file or directory"
+    assert [line for line in lines if " of missing " in line[1]] == [
+        ("WARNING", f"target source file of missing cannot list its targets: {missing}")
+    ]
+    assert not [line for line in lines if " of fixed " in line[1]]

@@ -4,6 +4,7 @@ file's last good list that outlives the run that read it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from fakeapis import FakeKubernetes, kubeconfig
 from processes import free_port, healthy, stop_group, wait_for
 from profiling.codec import encode
 from profiling.stores import open_store
@@ -66,6 +68,8 @@ class Pipeline:
     api: str
     blobs: Path
     targets_file: Path
+    console: Path  # what `autopgo up` and the runs it serves print
+    k8s_url: str  # a Kubernetes API that answers 500 to everything
 
     def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST ``body`` to the Prefect API, retried while a busy server answers 503."""
@@ -128,6 +132,9 @@ class Pipeline:
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     tmp = tmp_path_factory.mktemp("fleet")
     targets = Targets()
+    fakes = contextlib.ExitStack()
+    k8s = fakes.enter_context(FakeKubernetes([]).running())
+    k8s.fail = "500"
     api_port, prefect_port, closed = free_port(), free_port(), free_port()
     targets_file = tmp / "targets.yaml"
     targets_file.write_text(f'- address: "{targets.address}"\n  path: /ok/filed\n')
@@ -148,6 +155,7 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
         )
         + app("bad-source", f"        consul: {{address: 'http://127.0.0.1:{closed}', timeout: 2s}}\n")
         + app("filed", f"        file: {targets_file}\n")
+        + app("k8s-down", f"        kubernetes: {{kubeconfig: {kubeconfig(tmp / 'kc', k8s.url, token='t')}}}\n")
         + app("bad-merge", static_good("bad-merge"))
     )
     log = (tmp / "up.log").open("wb")
@@ -163,13 +171,14 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
     try:
         wait_for("the API", lambda: healthy(f"http://127.0.0.1:{api_port}/api/ready"), 180)
         wait_for("the deployments", lambda: healthy(f"{prefect}/deployments/name/scrape/now"), 180)
-        yield Pipeline(prefect, f"http://127.0.0.1:{api_port}", tmp / "blobs", targets_file)
+        yield Pipeline(prefect, f"http://127.0.0.1:{api_port}", tmp / "blobs", targets_file, tmp / "up.log", k8s.url)
     finally:
         try:
             stop_group(up)
         finally:
             log.close()
             targets.close()
+            fakes.close()
 
 
 def test_many_apps_in_one_run_each_failing_alone(pipeline: Pipeline) -> None:
@@ -193,6 +202,35 @@ def test_many_apps_in_one_run_each_failing_alone(pipeline: Pipeline) -> None:
     logs = pipeline.logs(run["id"])
     assert not [line for line in logs if "Traceback" in line or "NoneType" in line], logs
     assert all("\n" not in line for line in logs), logs
+
+
+def test_a_source_that_cannot_list_is_one_line_without_traceback(pipeline: Pipeline) -> None:
+    """The README's promise: a failed discovery is one line naming the app, the source, the URL and why,
+    in what the pipeline prints and in the run's logs in Prefect alike; never a traceback."""
+    printed_before = pipeline.console.stat().st_size
+    run = pipeline.run_now(["k8s-down"])
+    assert run["state"]["type"] == "FAILED"
+    why = f"kubernetes: {pipeline.k8s_url}/api/v1/pods"
+    finished = f"Flow run '{run['name']}' - Finished in state"
+
+    def printed() -> list[str] | None:  # the run's lines, once its last one is out
+        with pipeline.console.open("rb") as f:
+            f.seek(printed_before)
+            lines = f.read().decode(errors="replace").splitlines()
+        return lines if any(finished in line for line in lines) else None
+
+    def shipped() -> list[str] | None:  # the run's logs in Prefect, once its last one has landed
+        lines = pipeline.logs(run["id"])
+        return lines if any(line.startswith("Finished in state Failed('0 of 1 apps") for line in lines) else None
+
+    console = wait_for("the run's last line printed", printed, 30)
+    stored = wait_for("the run's last line in Prefect", shipped, 30)
+    for where, lines in (("printed", console), ("in Prefect", stored)):
+        # The API server, in `autopgo up` too, logs the source's failure on its own (once, at its start).
+        about = [line for line in lines if why in line and " autopgo.api: " not in line]
+        assert len(about) == 1, (where, about)
+        assert "k8s-down" in about[0] and "HTTP 500: internal error: the leader is gone" in about[0], (where, about)
+        assert not [line for line in lines if "Traceback" in line or "NoneType" in line], (where, lines)
 
 
 def test_one_throttled_merge_run_merges_every_pending_app(pipeline: Pipeline) -> None:

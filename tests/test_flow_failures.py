@@ -26,20 +26,24 @@ class Records(logging.Handler):
 
 
 @pytest.fixture
-def flow_run_records() -> Iterator[list[logging.LogRecord]]:
-    """What the flow run logger passes to its handlers (here only ours, not Prefect's API handler)."""
-    logger = logging.getLogger("prefect.flow_runs")
+def run_records() -> Iterator[list[logging.LogRecord]]:
+    """What the flow and task run loggers pass to their handlers (here only ours, not Prefect's API handler)."""
     handler = Records()
-    handlers, logger.handlers = logger.handlers, [handler]
-    logger.addFilter(failures._REPORTED)
+    saved = []
+    for name in failures._RUN_LOGGERS:
+        logger = logging.getLogger(name)
+        saved.append((logger, logger.handlers))
+        logger.handlers = [handler]
+        logger.addFilter(failures._REPORTED)
     try:
         yield handler.records
     finally:
-        logger.removeFilter(failures._REPORTED)
-        logger.handlers = handlers
+        for logger, handlers in saved:
+            logger.removeFilter(failures._REPORTED)
+            logger.handlers = handlers
 
 
-def test_only_a_reported_failure_loses_its_traceback(flow_run_records: list[logging.LogRecord]) -> None:
+def test_only_a_reported_failure_loses_its_traceback(run_records: list[logging.LogRecord]) -> None:
     logger = logging.getLogger("prefect.flow_runs")
     raised = [FailedRun("cannot list the targets of shop: ..."), DiscoveryError("consul: ..."), KeyError("a bug")]
     for exc in raised:
@@ -48,7 +52,7 @@ def test_only_a_reported_failure_loses_its_traceback(flow_run_records: list[logg
         except Exception:
             logger.error("Engine execution exited with unexpected exception", exc_info=True)
     logger.error("cannot list the targets of shop: ...")
-    kept = [(r.getMessage(), r.exc_info[1] if r.exc_info else None) for r in flow_run_records]
+    kept = [(r.getMessage(), r.exc_info[1] if r.exc_info else None) for r in run_records]
     assert kept == [
         ("Engine execution exited with unexpected exception", raised[1]),
         ("Engine execution exited with unexpected exception", raised[2]),
@@ -56,7 +60,21 @@ def test_only_a_reported_failure_loses_its_traceback(flow_run_records: list[logg
     ]
 
 
-def test_a_record_without_an_exception_loses_its_empty_traceback(flow_run_records: list[logging.LogRecord]) -> None:
-    # Prefect logs a task that returned a Failed state with exc_info=True and nothing in flight.
-    logging.getLogger("prefect.flow_runs").error("Task run failed with state: Failed(...)", exc_info=True)
-    assert [(r.getMessage(), r.exc_info) for r in flow_run_records] == [("Task run failed with state: Failed(...)", None)]
+def test_a_returned_failed_state_is_one_line(run_records: list[logging.LogRecord]) -> None:
+    # Prefect logs a task that returned a Failed state with exc_info=True and nothing in flight, then
+    # its end; only the end is kept. A task that raised keeps its traceback.
+    tasks = logging.getLogger("prefect.task_runs")
+    tasks.error("Task run failed with state: Failed(message='shop: cannot list targets: ...')", exc_info=True)
+    tasks.error("Finished in state Failed('shop: cannot list targets: ...')")
+    try:
+        raise KeyError("a bug")
+    except KeyError as exc:
+        bug = exc
+        tasks.error("Task run failed with exception: KeyError('a bug')", exc_info=True)
+    # Anywhere else such a line stays, without the empty traceback.
+    logging.getLogger("prefect.flow_runs").error("Flow run reported: Failed(...)", exc_info=True)
+    assert [(r.getMessage(), r.exc_info[1] if r.exc_info else None) for r in run_records] == [
+        ("Finished in state Failed('shop: cannot list targets: ...')", None),
+        ("Task run failed with exception: KeyError('a bug')", bug),
+        ("Flow run reported: Failed(...)", None),
+    ]
