@@ -12,16 +12,29 @@ give it: one pipeline per Prefect server (deployment names are the server's).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 from uuid import UUID
 
 import httpx
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.actions import WorkPoolCreate
-from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterTags, FlowFilter, FlowFilterName
-from prefect.client.schemas.objects import WorkPool
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterTags,
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import StateType, WorkPool
+from prefect.client.schemas.responses import DeploymentResponse
+from prefect.client.schemas.schedules import IntervalSchedule
 from prefect.deployments.runner import DeploymentApplyError, RunnerDeployment
 from prefect.exceptions import ObjectNotFound, PrefectException
 from prefect.settings import PREFECT_API_URL
@@ -32,6 +45,7 @@ from .deployments import deployments, flow_names, for_workers
 
 OWNER_TAG = "autopgo"
 POOL_TYPE = "process"
+TIDY_PAUSES = (0.0, 2.0)  # a second look catches an insert the scheduler service had in flight
 
 
 class PrefectSetupError(ValueError):
@@ -113,11 +127,17 @@ def deploy(cfg: Config, pool: str, create_pool: bool = False) -> list[Change]:
         keep = {d.full_name for d in wanted}
         with _failing_as("cannot list the pipeline's deployments"):
             found = _pipeline_deployments(client)
-        for name, deployment_id in sorted(found.items()):
+        removed: set[UUID] = set()
+        for name, found_deployment in sorted(found.items()):
             if name not in keep:
+                removed.add(found_deployment.id)
                 with _failing_as(f"cannot remove {name}"):
-                    client.delete_deployment(deployment_id)
+                    client.delete_deployment(found_deployment.id)
                 changes.append(Change("removed", name))
+        for pause in TIDY_PAUSES:
+            time.sleep(pause)
+            with _failing_as("cannot tidy the pipeline's scheduled runs"):
+                _drop_stale_runs(client, removed)
     return changes
 
 
@@ -125,6 +145,47 @@ def _owned(deployment: RunnerDeployment) -> RunnerDeployment:
     if OWNER_TAG not in deployment.tags:
         deployment.tags = [*deployment.tags, OWNER_TAG]
     return deployment
+
+
+def _drop_stale_runs(client: SyncPrefectClient, removed: set[UUID]) -> None:
+    """Delete the pipeline's scheduled runs that its deployments' schedules, as they are now, would not make.
+
+    Prefect deletes a deployment's scheduled runs when its schedules change or it
+    is deleted, but its scheduler service may be inserting runs read from the old
+    schedules at that very moment; those would fire on the old interval, or for a
+    removed deployment, until they ran out.
+    """
+    schedules = {d.id: [s.schedule for s in d.schedules] for d in _pipeline_deployments(client).values()}
+    scheduled = client.read_flow_runs(
+        flow_filter=FlowFilter(name=FlowFilterName(any_=sorted(flow_names()))),
+        flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))),
+    )
+    for run in scheduled:
+        if not run.auto_scheduled or run.deployment_id is None or run.expected_start_time is None:
+            continue
+        if run.deployment_id in removed or (
+            run.deployment_id in schedules and not _made_by(schedules[run.deployment_id], run.expected_start_time)
+        ):
+            client.delete_flow_run(run.id)
+
+
+def _made_by(schedules: list[Any], when: datetime) -> bool:
+    intervals = [s for s in schedules if isinstance(s, IntervalSchedule)]
+    if len(intervals) != len(schedules):
+        return True  # only interval schedules can be checked this way
+    return any(on_schedule(when, s) for s in intervals)
+
+
+def on_schedule(when: datetime, schedule: IntervalSchedule) -> bool:
+    """Whether ``when`` is one of the schedule's points: its anchor plus a whole number of intervals."""
+    anchor = schedule.anchor_date
+    if anchor.tzinfo is None:
+        anchor = anchor.replace(tzinfo=UTC)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    # In whole microseconds: Prefect may hand out pendulum's types, whose arithmetic differs.
+    offset = round((when.timestamp() - anchor.timestamp()) * 1_000_000)
+    return offset % round(schedule.interval.total_seconds() * 1_000_000) == 0
 
 
 def _exists(client: SyncPrefectClient, full_name: str) -> bool:
@@ -135,14 +196,14 @@ def _exists(client: SyncPrefectClient, full_name: str) -> bool:
     return True
 
 
-def _pipeline_deployments(client: SyncPrefectClient) -> dict[str, UUID]:
-    """The id of each deployment on the server that belongs to the pipeline, by flow/deployment name."""
+def _pipeline_deployments(client: SyncPrefectClient) -> dict[str, DeploymentResponse]:
+    """Each deployment on the server that belongs to the pipeline, by flow/deployment name."""
     of_pipeline = FlowFilter(name=FlowFilterName(any_=sorted(flow_names())))
     flows = {f.id: f.name for f in client.read_flows(flow_filter=of_pipeline)}
     found = client.read_deployments(
         flow_filter=of_pipeline, deployment_filter=DeploymentFilter(tags=DeploymentFilterTags(all_=[OWNER_TAG]))
     )
-    return {f"{flows[d.flow_id]}/{d.name}": d.id for d in found if d.flow_id in flows}
+    return {f"{flows[d.flow_id]}/{d.name}": d for d in found if d.flow_id in flows}
 
 
 @contextmanager

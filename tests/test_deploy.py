@@ -10,12 +10,15 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from prefect.client.schemas.schedules import IntervalSchedule
 
+from flows.workpool import on_schedule
 from processes import BIN, Process, free_port, healthy, prefect_env, prefect_server_argv, processes_using, wait_for
 from profiling.codec import encode
 from profiling.names import merged_key, new_staging_key
@@ -260,3 +263,10 @@ def test_the_workers_environment_names_the_configuration_absolutely_and_ships_th
         "AUTOPGO_CONFIG": str(tmp_path / "autopgo.yaml"),
     }
     assert environment({}, tmp_path / "autopgo.yaml")["PREFECT_LOGGING_EXTRA_LOGGERS"] == "profiling"
+
+
+def test_a_run_is_on_an_interval_schedule_only_at_its_anchor_plus_whole_intervals() -> None:
+    every_45s = IntervalSchedule(interval=timedelta(seconds=45), anchor_date=datetime(2020, 1, 1, tzinfo=UTC))
+    assert on_schedule(datetime(2026, 12, 3, 15, 0, 0, tzinfo=UTC), every_45s)  # 45 divides the seconds since
+    assert not on_schedule(datetime(2026, 12, 3, 15, 0, 30, tzinfo=UTC), every_45s)  # a point of an old 30 s one
+    assert on_schedule(datetime(2020, 1, 1, 0, 0, 45), every_45s)  # a naive time is UTC
