@@ -84,13 +84,13 @@ def test_workers_of_one_api_server_run_autopgo_deployed_and_triggered_through_th
         sink = PrefectEventSink(first)
         sink.emit(Event(UPLOADED, uploaded, key))  # what the API does after staging
         sink.close()
-        state = wait_for("the triggered merge", lambda: final_state_of_deployment(second, merge_id), 120, every=1)
+        state = wait_for("the triggered merge", lambda: final_state_of_deployment(second, merge_id), 240, every=1)
         assert state == "COMPLETED", stack.log_of("worker")[-5000:]
         assert read_merged(store, uploaded) is not None
         assert list(store.list(f"{uploaded}/staging/")) == []
         assert worker.popen.poll() is None
 
-        events = read_events(second, uploaded)
+        events = read_events(second, uploaded, UPLOADED)  # the merge's profile.merged may be there too
         assert [(e["event"], e["payload"]) for e in events] == [(UPLOADED, {"app": uploaded, "profileKey": key})]
 
     assert stack.leftovers() == []  # the stack's stop also fails on any process left
@@ -127,8 +127,8 @@ def final_state_of_deployment(api_url: str, deployment_id: str) -> str | None:
     return final_state(api_url, runs[0]["id"]) if runs else None
 
 
-def read_events(api_url: str, app: str) -> list[dict]:
-    body = {"filter": {"resource": {"id": [f"autopgo.app.{app}"]}}, "limit": 10}
+def read_events(api_url: str, app: str, name: str) -> list[dict]:
+    body = {"filter": {"event": {"name": [name]}, "resource": {"id": [f"autopgo.app.{app}"]}}, "limit": 10}
     response = httpx.post(f"{api_url}/events/filter", json=body, timeout=10)
     response.raise_for_status()
     return response.json()["events"]
