@@ -9,8 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from http import HTTPStatus
 
+from profiling.errors import AutopgoError
 
-class ApiError(Exception):
+
+class ApiError(AutopgoError):
     """A request that ends with an error status instead of the handler's answer."""
 
     def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None) -> None:

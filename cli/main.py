@@ -44,10 +44,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             # The reader has gone, as with `autopgo inspect FILE | head -1`: stop quietly, as Unix tools do.
             _silence_stdout()
             return 0
-        from profiling.client import ClientError
-        from profiling.errors import BlobStoreError, ConfigError, ProfileError
+        from profiling.errors import AutopgoError, ConfigError
 
-        if isinstance(exc, (ProfileError, ConfigError, ValueError, OSError, ClientError, BlobStoreError)):
+        if isinstance(exc, (AutopgoError, ValueError, OSError)):
             # One line per mistake: a configuration file can hold several, each reported on its own line
             # after how many there are; a YAML syntax error is followed by the lines it points at.
             message = exc.report() if isinstance(exc, ConfigError) else _os_error(exc) if isinstance(exc, OSError) else str(exc)

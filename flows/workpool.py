@@ -40,6 +40,7 @@ from prefect.exceptions import ObjectNotFound, PrefectException
 from prefect.settings import PREFECT_API_URL
 
 from profiling.config import Config
+from profiling.errors import AutopgoError
 
 from .deployments import deployments, flow_names, for_workers
 
@@ -48,7 +49,7 @@ POOL_TYPE = "process"
 TIDY_PAUSES = (0.0, 2.0)  # a second look catches an insert the scheduler service had in flight
 
 
-class PrefectSetupError(ValueError):
+class PrefectSetupError(AutopgoError, ValueError):
     """The Prefect server or work pool cannot be used as asked; the message is one line for the user."""
 
 

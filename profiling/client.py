@@ -40,6 +40,7 @@ from typing import Any, BinaryIO
 import httpx
 
 from .atomicfile import atomic_writer
+from .errors import AutopgoError
 from .etags import file_etag
 from .names import MAX_APP_NAME, is_valid_app_name
 
@@ -53,7 +54,7 @@ CHUNK_SIZE = 64 << 10
 _MAX_MESSAGE = 300
 
 
-class ClientError(Exception):
+class ClientError(AutopgoError):
     """A request to the API failed; the message is one line that says which and why.
 
     ``status`` is the HTTP status when the server answered (e.g. 404 for an app

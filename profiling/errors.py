@@ -1,11 +1,23 @@
-"""Errors raised by the profiling package."""
+"""The errors autopgo raises, all under one root, ``AutopgoError``.
+
+A caller that handles whatever autopgo can raise catches ``AutopgoError``; the
+types below it keep their own meaning (and their standard bases, so that
+``except ValueError`` code keeps working). Errors defined next to their
+concern (``ClientError``, ``DiscoveryError``, ``EventError``, ``ScrapeError``,
+``StoreURLError``, ``UnitError``, the API's ``ApiError`` and the flows'
+``PrefectSetupError``) derive from it too.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 
-class ProfileError(ValueError):
+class AutopgoError(Exception):
+    """The root of every error autopgo raises on purpose; its message is fit to show a user."""
+
+
+class ProfileError(AutopgoError, ValueError):
     """A profile that cannot be decoded, validated, merged, pruned or trimmed.
 
     The message is one line that says what is wrong, fit to show a user as is.
@@ -30,7 +42,7 @@ def located(exc: ProfileError, where: str) -> ProfileError:
     return type(exc)(f"{where}: {exc}")
 
 
-class ConfigError(ValueError):
+class ConfigError(AutopgoError, ValueError):
     """A configuration file or value that cannot be used.
 
     It carries every mistake found, one line each (``problems``), such as
@@ -58,7 +70,7 @@ class ConfigError(ValueError):
         return "\n".join([*heading, *self.problems, *self.context])
 
 
-class BlobNotFoundError(LookupError):
+class BlobNotFoundError(AutopgoError, LookupError):
     """No object is stored under the key."""
 
     def __init__(self, key: str) -> None:
@@ -69,7 +81,7 @@ class BlobNotFoundError(LookupError):
         return f"no object at {self.key!r}"
 
 
-class PreconditionFailedError(Exception):
+class PreconditionFailedError(AutopgoError):
     """A conditional write lost a race: the object exists (create-only) or changed (replace)."""
 
     def __init__(self, key: str) -> None:
@@ -80,9 +92,9 @@ class PreconditionFailedError(Exception):
         return f"object at {self.key!r} changed concurrently"
 
 
-class BlobStoreError(Exception):
+class BlobStoreError(AutopgoError):
     """The blob store failed or is unreachable; the message says which and why."""
 
 
-class StagingError(Exception):
+class StagingError(AutopgoError):
     """An upload could not be staged for a reason that is worth retrying; the message says so."""

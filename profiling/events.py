@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from .errors import AutopgoError
+
 UPLOADED = "profile.uploaded"
 MERGED = "profile.merged"
 DELETED = "profile.deleted"
@@ -37,7 +39,7 @@ def merged_event(app: str, batch_id: str, keys: Sequence[str], merged_key: str) 
     return Event(MERGED, app, keys[-1], {"mergedKey": merged_key, "uploads": len(keys), "batchId": batch_id})
 
 
-class EventError(Exception):
+class EventError(AutopgoError):
     """An event could not be delivered; the message says where and why."""
 
 

@@ -24,6 +24,7 @@ from datetime import timedelta
 
 import httpx
 
+from .errors import AutopgoError
 from .targets import Target
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ class ScrapeReport:
     failed: dict[str, str] = field(default_factory=dict)  # target URL -> why
 
 
-class ScrapeError(Exception):
+class ScrapeError(AutopgoError):
     """A target could not be profiled; the message says which and why."""
 
 

@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from .errors import AutopgoError
+
 if TYPE_CHECKING:
     from profiling.blobs import BlobStore
 
@@ -110,7 +112,7 @@ def check_prefix(prefix: str) -> str:
     return prefix
 
 
-class StoreURLError(ValueError):
+class StoreURLError(AutopgoError, ValueError):
     """A blob store URL that names no store: ``url`` as given, ``problem`` says why."""
 
     def __init__(self, url: str, problem: str) -> None:

@@ -24,6 +24,8 @@ from datetime import timedelta
 from decimal import Decimal
 from fractions import Fraction
 
+from .errors import AutopgoError
+
 _NS_PER_UNIT = {
     "ns": 1,
     "us": 10**3,
@@ -50,7 +52,7 @@ _SHIFT = {"": 0, "k": 10, "m": 20, "g": 30, "t": 40}
 _SIZE_EXAMPLES = "1048576, 64MiB or 1G"
 
 
-class UnitError(ValueError):
+class UnitError(AutopgoError, ValueError):
     """A size or duration that cannot be used: ``setting`` names it, ``problem`` says why."""
 
     def __init__(self, setting: str, problem: str) -> None:

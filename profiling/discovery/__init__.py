@@ -28,6 +28,7 @@ from typing import Any
 
 import httpx
 
+from ..errors import AutopgoError
 from ..targets import DEFAULT_PATH, Target
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ SCHEME = "autopgo.scrape.scheme"
 DEFAULT_TIMEOUT = 10.0
 
 
-class DiscoveryError(Exception):
+class DiscoveryError(AutopgoError):
     """Targets could not be listed; the one-line message names the source, the URL and why."""
 
 
