@@ -167,16 +167,17 @@ def test_a_mistyped_switch_is_refused_not_read_as_off() -> None:
     assert (chosen["protect_reads"].value, chosen["accept_any_profile"].value) == (False, True)
 
 
-def test_protecting_reads_without_a_token_is_one_line(tmp_path: Path) -> None:
+def refusal(*args: str) -> str:
+    """The last line `autopgo server ARGS` writes when it refuses to start (status 1)."""
     result = subprocess.run(
-        [str(AUTOPGO), "server", "--port", "0", "--protect-reads", "--blob-store", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        env=clean_env(),
-        timeout=60,
+        [str(AUTOPGO), "server", "--port", "0", *args], capture_output=True, text=True, env=clean_env(), timeout=60
     )
-    assert result.returncode == 1
-    assert result.stderr.splitlines()[-1] == (
+    assert result.returncode == 1, result.stderr
+    return result.stderr.splitlines()[-1]
+
+
+def test_protecting_reads_without_a_token_is_one_line(tmp_path: Path) -> None:
+    assert refusal("--protect-reads", "--blob-store", str(tmp_path)) == (
         "autopgo server: protecting reads (flag --protect-reads) needs a token: set --token, AUTOPGO_API_TOKEN or api.token"
     )
 
@@ -184,15 +185,7 @@ def test_protecting_reads_without_a_token_is_one_line(tmp_path: Path) -> None:
 def test_protecting_reads_in_the_file_without_a_token_names_the_file(tmp_path: Path) -> None:
     config = tmp_path / "autopgo.yaml"
     config.write_text("api:\n  protect_reads: true\n")
-    result = subprocess.run(
-        [str(AUTOPGO), "server", "--port", "0", "--config", str(config), "--blob-store", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        env=clean_env(),
-        timeout=60,
-    )
-    assert result.returncode == 1
-    assert result.stderr.splitlines()[-1] == (
+    assert refusal("--config", str(config), "--blob-store", str(tmp_path)) == (
         f"autopgo server: protecting reads (config {config} (api.protect_reads)) needs a token: "
         "set --token, AUTOPGO_API_TOKEN or api.token"
     )
