@@ -30,8 +30,11 @@ from crashes import (
     PARALLEL,
     crash_app,
     recover_deletes,
+    recover_parts,
+    run_parts,
     setup_delete,
     setup_merge,
+    setup_parts,
 )
 from seaweed import SeaweedFS, seaweedfs  # noqa: F401  (seaweedfs is a session fixture)
 from test_batches import counts, without_batch_comments
@@ -177,3 +180,29 @@ def test_deletes_racing_uploads_killed_at_every_write(target: Target, tmp_path: 
         assert {f"main.upload{n}" for n in must} <= set(found) <= {f"main.upload{n}" for n in must | may}, where
         assert generation == len(deletes), where
         assert left == [] and not unclean, where
+
+
+def test_merge_with_parts_killed_at_every_write_then_resumed(target: Target, tmp_path: Path) -> None:
+    """An app given a window, builds and workloads: seeding the parts from its merged profile,
+    batches into the parts, deriving the profile, and a refresh once a part aged out."""
+    store = target.store
+    setup_parts(store, "reference")
+    run_parts(store, "reference", lambda step: None)
+    expected = merged(store, "reference")
+    assert expected is not None
+    assert set(counts(expected)) == {"main.upload0", "main.upload1", "main.upload2", "main.upload3", "main.upload5",
+                                     "main.upload7", "main.upload9"}
+
+    total = writes_of(target, "parts", setup_parts, tmp_path)
+    each(range(total), lambda limit: setup_parts(store, crash_app(limit)))
+    outcomes = crash(target, "parts", tmp_path, list(range(total)))
+
+    def recovered(limit: int) -> tuple[Profile | None, list[str]]:
+        app = crash_app(limit)
+        recover_parts(store, app)
+        return merged(store, app), [info.key for info in store.list(staging_prefix(app))]
+
+    for limit, (profile, left) in zip(range(total), each(range(total), recovered), strict=True):
+        assert outcomes[limit] == "killed", limit
+        assert profile == expected, f"killed before write {limit}"
+        assert left == []
