@@ -264,6 +264,19 @@ def find_pending(store: BlobStore) -> Pending:
     return Pending(frozenset(staged), frozenset(deleted))
 
 
+def refresh_due(store: BlobStore, app: str, policy: PartsPolicy, now_ns: int | None = None) -> bool:
+    """Whether an app with parts must derive its profile again though nothing was uploaded (one
+    read of its batch record): a part aged out since it was derived, or its settings changed."""
+    if not policy.active:
+        return False
+    try:
+        with store.open(batch_key(app))[1] as stream:
+            record = Batch.from_json(stream.read())
+    except BlobNotFoundError:
+        return False
+    return record.refresh_due(policy, time.time_ns() if now_ns is None else now_ns)
+
+
 def labels_of(data: bytes, max_decompressed: int = DEFAULT_MAX_DECOMPRESSED) -> Labels:
     """The labels of a merged profile, read without decoding the rest."""
     try:
