@@ -55,7 +55,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     upload.add_argument("--app", required=True, help="the app the profile belongs to")
     upload.add_argument(
-        "--workload", type=_workload, default="", help="the workload the profiles are of (see the app's workloads)"
+        "--workload", type=_workload, help="the workload the profiles are of (see the app's workloads)"
     )
     upload.add_argument("inputs", nargs="+", metavar="FILE", help="profile files ('-' for stdin)")
     upload.set_defaults(run=run_upload)
@@ -101,13 +101,13 @@ def run_upload(args: argparse.Namespace) -> int:
         raise ValueError("standard input can be read only once")
     if len(args.inputs) == 1:
         with _client(args) as api:
-            print(_upload(api, args.app, args.inputs[0], args.workload))
+            print(_upload(api, args.app, args.inputs[0], args.workload or ""))
         return 0
     failed = 0
     with _client(args) as api:
         for path in args.inputs:
             try:
-                key = _upload(api, args.app, path, args.workload)
+                key = _upload(api, args.app, path, args.workload or "")
             except (ClientError, OSError) as exc:
                 failed += 1
                 reason = f"{exc.strerror or exc}" if isinstance(exc, OSError) else str(exc)
