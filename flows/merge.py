@@ -116,14 +116,17 @@ def sweep() -> State:
         for app in sorted(pending.deleted):
             if needs_cleanup(store, app) and delete_app(store, app, lock_timeout=5, take_over=False):
                 log.info("%s: finished a delete", app)
-        # Apps with a window whose data aged out (or whose settings changed) are derived again
-        # even when nothing was uploaded.
-        due = {app.name for app in cfg.apps if refresh_due(store, app.name, app.parts)}
-        _merge_apps(store, cfg, sorted(pending.staged | due), merges)
+        _merge_apps(store, cfg, sorted(pending.staged | ageing(store, cfg)), merges)
     finally:
         merges.close()
         store.close()
     return merges.outcome("sweep")
+
+
+def ageing(store: BlobStore, cfg: Config, now_ns: int | None = None) -> set[str]:
+    """The apps whose profile must be derived again though nothing was uploaded: part of their
+    data left their window, or their window, builds or workloads changed (one small read each)."""
+    return {app.name for app in cfg.apps if refresh_due(store, app.name, app.parts, now_ns)}
 
 
 def _merge_apps(store: BlobStore, cfg: Config, apps: Iterable[str], merges: _Merges) -> None:

@@ -273,8 +273,18 @@ def refresh_due(store: BlobStore, app: str, policy: PartsPolicy, now_ns: int | N
         with store.open(batch_key(app))[1] as stream:
             record = Batch.from_json(stream.read())
     except BlobNotFoundError:
-        return False
+        return _orphan_parts(store, app)
     return record.refresh_due(policy, time.time_ns() if now_ns is None else now_ns)
+
+
+def _orphan_parts(store: BlobStore, app: str) -> bool:
+    """Whether the app has parts but no batch record: a delete took over a batch that had
+    committed its parts but not yet derived the profile, then removed the record."""
+    try:
+        store.stat(parts_key(app))
+    except BlobNotFoundError:
+        return False
+    return True
 
 
 def labels_of(data: bytes, max_decompressed: int = DEFAULT_MAX_DECOMPRESSED) -> Labels:
@@ -401,7 +411,7 @@ class _Run:
             elif generation < app.number:  # staged before the app was deleted
                 self.store.delete(info.key)
             # else: staged after a delete that came after the generation was read; the next batch takes it
-        if not keys and not (previous is not None and previous[0].refresh_due(self.policy, self.clock())):
+        if not keys and not self._refresh_due(previous):
             return None
         keys.sort()  # roughly upload order: the key starts with the staging server's time
         batch = Batch(uuid.uuid4().hex, app.number, tuple(keys[:max_batch]), opened=time.time_ns())
@@ -415,6 +425,14 @@ class _Run:
             return None
         log.debug("%s: batch %s with %d uploads", self.app, batch.id, len(batch.keys))
         return batch, info.etag
+
+    def _refresh_due(self, previous: tuple[Batch, str] | None) -> bool:
+        """Whether a batch of no uploads must derive the profile again (``refresh_due``)."""
+        if not self.policy.active:
+            return False
+        if previous is None:
+            return _orphan_parts(self.store, self.app)
+        return previous[0].refresh_due(self.policy, self.clock())
 
     def commit(self, batch: Batch, etag: str) -> None:
         """Merge and write ``batch`` unless already written, then clean up."""
@@ -481,9 +499,10 @@ class _Run:
             self._close(batch, etag)
             return
         now = self.clock()
+        shown = current is not None and current.labels.generation_in(app) == generation
         if stored is not None and stored.record.batch == batch.id:  # committed before a crash
             if current is None or current.batch != batch.id:
-                if not self._derive(stored.record, batch.id, generation, current, now):
+                if not self._derive(stored.record, batch.id, generation, current, now, shown):
                     return  # the profile changed meanwhile; look again
             self._close(batch, etag, expires_at(stored.record.parts, self.policy))
             return
@@ -498,8 +517,7 @@ class _Run:
         base = stored.record if stored is not None and mine else PartsRecord()
         # A profile merged without parts (the settings were just set), or whose parts are gone,
         # becomes a part dated when it was written.
-        seed = current is not None and (not current.labels.derived or not mine)
-        seed = seed and current is not None and current.labels.generation_in(app) == generation
+        seed = shown and current is not None and (not current.labels.derived or not mine)
         if seed:
             base = PartsRecord(next_seq=base.next_seq, first_seen=base.first_seen)
         builder = PartsBuilder(base, self.policy, now, self.max_decompressed)
@@ -509,7 +527,7 @@ class _Run:
         for key in batch.keys:
             self._add_part(builder, key)
         record, outcomes = builder.finish(batch.id, generation)
-        if not record.parts and stored is None and current is None:
+        if not record.parts and not mine and not shown:
             self._close(batch, etag, policy=self.policy.fingerprint())  # nothing to keep: nothing written
             self.report.expired.extend(outcomes.expired)
             return
@@ -526,17 +544,20 @@ class _Run:
         self.report.expired.extend(outcomes.expired)
         self.report.superseded.extend(outcomes.superseded)
         self.report.committed.append((batch.id, tuple(outcomes.merged)))
-        if not self._derive(record, batch.id, generation, current, now):
+        if not self._derive(record, batch.id, generation, current, now, shown):
             return  # the profile changed meanwhile; the next round derives it again
         self._close(batch, etag, expires_at(record.parts, self.policy))
 
-    def _derive(self, record: PartsRecord, batch: str, generation: int, current: MergedProfile | None, now: int) -> bool:
-        """Write ``default.pgo`` derived from ``record``, replacing only ``current``; False if it changed."""
+    def _derive(
+        self, record: PartsRecord, batch: str, generation: int, current: MergedProfile | None, now: int, shown: bool
+    ) -> bool:
+        """Write ``default.pgo`` derived from ``record``, replacing only ``current`` (``shown``: of
+        the batch's generation, so not hidden by a delete); False if it changed meanwhile."""
         derived = derive(record, self.policy, now, self.max_decompressed)
         self.report.derived = derived
         tables = derived.tables
         if tables is None:
-            if current is None:
+            if current is None or not shown:  # nothing to serve, and nothing served: left as it is
                 self.report.profile = None
                 return True
             # Every part aged out: an empty profile of the same kind (a build with it is one without PGO).

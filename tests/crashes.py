@@ -24,6 +24,7 @@ import time
 import traceback
 from collections.abc import Callable
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -153,11 +154,11 @@ DELETE_STEPS = (
 DELETE_SETUP_UPLOADS = (0, 1, 2, 3, 4)
 
 
-def setup_delete(store: BlobStore, app: str) -> None:
+def setup_delete(store: BlobStore, app: str, policy: PartsPolicy = PartsPolicy()) -> None:
     """A merged profile of uploads 0-2, and uploads 3 and 4 staged."""
     for n in range(3):
         staged(store, app, n, now_ns=1_000 + n)
-    merge_pending(store, app)
+    merge_pending(store, app, policy=policy)
     for n in (3, 4):
         staged(store, app, n, now_ns=2_000 + n)
 
@@ -184,14 +185,14 @@ class _RacingDelete:
         return getattr(self._store, name)
 
 
-def run_delete(store: BlobStore, app: str, ack: Ack) -> None:
-    """The steps of DELETE_STEPS; acknowledges each as it returns."""
+def run_delete(store: BlobStore, app: str, ack: Ack, policy: PartsPolicy = PartsPolicy()) -> None:
+    """The steps of DELETE_STEPS (merging with ``policy``); acknowledges each as it returns."""
     racing = _RacingDelete(store, app, ack)
     stage(racing, app, 5)  # type: ignore[arg-type]
     ack("upload 5")
     stage(store, app, 6)
     ack("upload 6")
-    merge_pending(store, app, max_batch=2, recover_after=timedelta(0))
+    merge_pending(store, app, max_batch=2, recover_after=timedelta(0), policy=policy)
     ack("merge")
     stage(store, app, 7)
     ack("upload 7")
@@ -201,23 +202,31 @@ def run_delete(store: BlobStore, app: str, ack: Ack) -> None:
     ack("upload 8")
     delete_app(store, app, lock_timeout=0)
     ack("cascade")
-    merge_pending(store, app, recover_after=timedelta(0))
+    merge_pending(store, app, recover_after=timedelta(0), policy=policy)
     ack("merge")
     stage(store, app, 9)
     ack("upload 9")
 
 
-def recover_deletes(store: BlobStore, app: str) -> None:
+def recover_deletes(store: BlobStore, app: str, policy: PartsPolicy = PartsPolicy()) -> None:
     """What the flows do after a crash: the delete flow that the DELETE's event started
     (taking over a batch the dead process held), then a merge that finishes its open batch."""
     delete_app(store, app, lock_timeout=0)
-    merge_pending(store, app, recover_after=timedelta(0))
+    merge_pending(store, app, recover_after=timedelta(0), policy=policy)
+
+
+# The same with parts (no window: the uploads' times are made up): builds and workloads.
+DELETE_PARTS_POLICY = PartsPolicy.of(builds=2, workloads={"api": 1})
 
 
 SCENARIOS: dict[str, tuple[Callable[[BlobStore, str], None], Callable[[BlobStore, str, Ack], None]]] = {
     "merge": (setup_merge, run_merge),
     "delete": (setup_delete, run_delete),
     "parts": (setup_parts, run_parts),
+    "delete-parts": (
+        partial(setup_delete, policy=DELETE_PARTS_POLICY),
+        partial(run_delete, policy=DELETE_PARTS_POLICY),
+    ),
 }
 
 

@@ -20,11 +20,13 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
 from crashes import (
+    DELETE_PARTS_POLICY,
     DELETE_SETUP_UPLOADS,
     DELETE_STEPS,
     PARALLEL,
@@ -45,6 +47,7 @@ from profiling.deletion import needs_cleanup
 from profiling.generations import read_generation
 from profiling.model import Profile
 from profiling.names import staging_prefix
+from profiling.parts import PartsPolicy
 from profiling.stores import open_store
 from profiling.tables import to_profile
 
@@ -149,15 +152,24 @@ def upload_number(step: str) -> int | None:
 
 
 def test_deletes_racing_uploads_killed_at_every_write(target: Target, tmp_path: Path) -> None:
+    deletes_racing_uploads(target, tmp_path, "delete", PartsPolicy())
+
+
+def test_deletes_racing_uploads_with_parts_killed_at_every_write(target: Target, tmp_path: Path) -> None:
+    """As above, for an app with builds and workloads: its parts are hidden and removed with the rest."""
+    deletes_racing_uploads(target, tmp_path, "delete-parts", DELETE_PARTS_POLICY)
+
+
+def deletes_racing_uploads(target: Target, tmp_path: Path, scenario: str, policy: PartsPolicy) -> None:
     store = target.store
-    total = writes_of(target, "delete", setup_delete, tmp_path)
+    total = writes_of(target, scenario, partial(setup_delete, policy=policy), tmp_path)
     assert acknowledged(tmp_path, COUNT)[:-1] == list(DELETE_STEPS)
-    each(range(total), lambda limit: setup_delete(store, crash_app(limit)))
-    outcomes = crash(target, "delete", tmp_path, list(range(total)))
+    each(range(total), lambda limit: setup_delete(store, crash_app(limit), policy))
+    outcomes = crash(target, scenario, tmp_path, list(range(total)))
 
     def recovered(limit: int) -> tuple[dict[str, int], int, list[str], bool]:
         app = crash_app(limit)
-        recover_deletes(store, app)
+        recover_deletes(store, app, policy)
         got = merged(store, app)
         left = [info.key for info in store.list(staging_prefix(app))]
         return counts(got) if got else {}, read_generation(store, app).number, left, needs_cleanup(store, app)

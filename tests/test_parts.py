@@ -140,6 +140,21 @@ def test_data_age_out_without_uploads_at_the_sweep(store) -> None:
     assert not has_data(store, APP)
 
 
+def test_the_sweep_merges_the_apps_whose_data_aged_out(store) -> None:
+    from flows.merge import ageing
+
+    config = parse_config({"apps": [{"name": APP, "window": "72h"}, {"name": "plain"}, {"name": "idle", "window": "1h"}]})
+    stage(store, 1, collected=NOW - 70 * HOUR)
+    stage(store, 2, collected=NOW - HOUR, app="plain")
+    merge_at(store, NOW)
+    merge_pending(store, "plain")
+    assert ageing(store, config, NOW + 4 * HOUR) == set()
+    assert ageing(store, config, NOW + 5 * HOUR) == {APP}
+    merge_pending(store, APP, policy=config.app(APP).parts, clock=lambda: NOW + 5 * HOUR)  # as the sweep does
+    assert ageing(store, config, NOW + 5 * HOUR) == set() and merged_counts(store) == {}
+    assert ageing(store, parse_config({"apps": [{"name": APP, "window": "24h"}]}), NOW + 5 * HOUR) == {APP}
+
+
 def test_setting_a_window_takes_the_merged_profile_as_a_part_dated_when_written(store) -> None:
     for n in range(2):
         stage(store, n, collected=NOW - 1000 * HOUR)
