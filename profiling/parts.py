@@ -37,7 +37,8 @@ workloads' shares of their combined CPU are their weights' shares
 (``ratios``), while uploads of a workload without a weight, or of none,
 keep their CPU as measured. A merge part by part holds the same samples and
 values as one merge of the same uploads in upload order, and the same bytes
-whenever uploads of different parts did not interleave.
+whenever uploads of different parts did not interleave (but for ``time_nanos``
+when an upload has none: google/pprof's merge then takes the next upload's).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from datetime import timedelta
 
 from .codec import DEFAULT_MAX_DECOMPRESSED, decode_tables, encode
 from .errors import PgoUnusableError, ProfileError
-from .merge import Merger, _check_compatible
+from .merge import Merger, check_compatible
 from .tables import Header, ProfileTables
 from .trim import pgo_value_index
 
@@ -319,7 +320,7 @@ class PartsBuilder:
         if self._header is None:
             self._header = t.header
         else:
-            _check_compatible(self._header, t.header, source)
+            check_compatible(self._header, t.header, source)
         start, end = bucket_of(when, self.policy.width_ns)
         build = build_of(t)
         key = (start, end, build, workload)
