@@ -15,7 +15,7 @@ import httpx
 import pytest
 from apiserver import RecordingSink, thread_server
 from fakeapis import FakeConsul, FakeKubernetes, FakeNomad, consul_entry, nomad_registration, pod
-from test_batches import counts, upload_profile, without_batch_comments
+from test_batches import counts, upload_profile
 
 from profiling.batches import Batch, merge_pending, read_merged, read_parts, refresh_due
 from profiling.cleaning import CleanRule, clean
