@@ -411,3 +411,38 @@ def test_cli_upload_names_the_workload(store, tmp_path: Path) -> None:
     bad = subprocess.run([str(AUTOPGO), "upload", "--app", APP, "--workload", "x/y", str(path)],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "invalid workload" in bad.stderr
+
+
+@pytest.mark.slow
+def test_scrapes_upload_for_each_targets_workload(store, tmp_path: Path, service_binary: Path) -> None:
+    import asyncio
+
+    import harness
+    from test_scrape_cli import write_config
+
+    from profiling.scrape import new_client, scrape_async
+
+    with harness.Service(service_binary).start() as first, harness.Service(service_binary).start() as second:
+        # the scrape flow's core: the upload is told the target
+        targets = [Target(first.address, workload="api"), Target(second.address)]
+        seen: dict[str, str] = {}
+
+        async def upload(data: bytes, target: Target) -> str:
+            seen[target.address] = target.workload
+            return "key"
+
+        async def run() -> None:
+            async with new_client() as client:
+                await scrape_async(targets, 2, timedelta(seconds=1), upload, client=client, with_target=True)
+
+        asyncio.run(run())
+        assert seen == {first.address: "api", second.address: ""}
+
+        # autopgo scrape, uploading to the API
+        with thread_server(store, RecordingSink()) as server:
+            config = write_config(tmp_path, [{"address": first.address, "workload": "batch"}, {"address": second.address}],
+                                  api_url=server.url)
+            done = subprocess.run([str(AUTOPGO), "scrape", "checkout", "-c", str(config)], capture_output=True,
+                                  text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert sorted(workload_of(info.key) for info in store.list("checkout/staging/")) == ["", "batch"]
