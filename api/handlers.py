@@ -7,7 +7,7 @@ the handlers are read together:
 
 =======  ======================  ==========================================
 GET      /api/profile            list merged profiles
-POST     /api/profile/{app}      validate, stage, emit ``profile.uploaded``
+POST     /api/profile/{app}      validate, stage (``?workload=``), emit ``profile.uploaded``
 GET      /api/profile/{app}      the merged profile (``?trim=pgo``: trimmed)
 DELETE   /api/profile/{app}      new generation, emit ``profile.deleted`` (a flow deletes)
 GET      /api/health             each dependency's status
@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from http import HTTPStatus
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from profiling import names
@@ -63,6 +63,10 @@ log = logging.getLogger("autopgo.api")
 
 _MAX_TAGGED_APPS = 1024
 TRIM_PGO = "pgo"
+# Sent with a profile derived from parts: what it holds (see _data_headers).
+WINDOW_START = "Autopgo-Window-Start"
+WINDOW_END = "Autopgo-Window-End"
+BUILD = "Autopgo-Build"
 
 
 class ProfileApi:
@@ -109,18 +113,25 @@ class ProfileApi:
     # ------------------------------------------------------------------ profiles
 
     def upload(self, request: Request) -> Response:
-        """201 ``{"key"}``: the body checked, staged durably, then announced (best effort)."""
+        """201 ``{"key"}``: the body checked, staged durably (for the ``?workload=`` named, if
+        any), then announced (best effort)."""
         app = _app(request)
+        workload = request.query_value("workload") or ""
+        if workload and not names.is_valid_workload(workload):
+            raise bad_request(
+                f"invalid workload {workload[:100]!r}: use 1 to {names.MAX_WORKLOAD_NAME} letters, digits, "
+                "'_', '.' and '-', starting with a letter or digit"
+            )
         body = request.read_body()
         self.checker.check(body)
-        key = self._stage(app, stored_form(body))
+        key = self._stage(app, stored_form(body), workload)
         self._announce(Event(UPLOADED, app, key))
         return json_response(HTTPStatus.CREATED, {"key": key})
 
-    def _stage(self, app: str, data: bytes) -> str:
+    def _stage(self, app: str, data: bytes, workload: str = "") -> str:
         try:
             with _store_errors():
-                return stage_upload(self.store, app, data, clock=self.clock)
+                return stage_upload(self.store, app, data, clock=self.clock, workload=workload)
         except StagingError as exc:
             raise unavailable(str(exc)) from None
 
@@ -156,7 +167,8 @@ class ProfileApi:
             info = self._stat_visible(app, key)
             etag = self.content_tags.get(app, info.etag)
             if etag is not None:
-                response = _profile_response(request, info, etag, size=info.size)
+                extra = self._data_headers(app, info)
+                response = _profile_response(request, info, etag, size=info.size, extra=extra)
                 if request.method == "HEAD" or response.status == HTTPStatus.NOT_MODIFIED:
                     return response
         return self._send_merged(request, app, key)
@@ -181,12 +193,13 @@ class ProfileApi:
                     etag = self.content_tags.get(app, info.etag) or self.content_tags.put(
                         app, info.etag, content_etag(load())
                     )
+                    extra = self._data_headers(app, info, load)
                 except BaseException:
                     stream.close()
                     raise
         except BlobNotFoundError:
             raise _no_merged(app) from None
-        response = _profile_response(request, info, etag, size=len(read[0]) if read else info.size)
+        response = _profile_response(request, info, etag, size=len(read[0]) if read else info.size, extra=extra)
         if response.status != HTTPStatus.OK or read:
             stream.close()
             response.body = read[0] if read and response.status == HTTPStatus.OK else b""
@@ -198,7 +211,12 @@ class ProfileApi:
         info = self._stat_visible(app, key)
         trimmed = self.trim_cache.get_or_compute(app, info.etag, lambda: self._trim(app, key))
         response = _profile_response(
-            request, info, trimmed.etag, size=len(trimmed.data), last_modified=trimmed.last_modified
+            request,
+            info,
+            trimmed.etag,
+            size=len(trimmed.data),
+            last_modified=trimmed.last_modified,
+            extra=self._data_headers(app, info),
         )
         if response.status == HTTPStatus.OK and request.method != "HEAD":
             response.body = trimmed.data
@@ -220,6 +238,23 @@ class ProfileApi:
             raise ApiError(HTTPStatus.CONFLICT, message) from None
         log.info("trimmed %s (etag %s): %s -> %s", key, info.etag, size_label(info.size), size_label(len(trimmed)))
         return Trimmed(info.etag, info.last_modified, trimmed, content_etag(trimmed))
+
+    def _data_headers(self, app: str, info: BlobInfo, load: Callable[[], bytes] | None = None) -> dict[str, str]:
+        """What a profile derived from parts holds (``profiling.parts``): ``Autopgo-Window-Start`` and
+        ``-End``, the collection times of its oldest and newest upload, and ``Autopgo-Build``, the
+        newest build; none for other profiles."""
+        try:
+            with _store_errors():
+                labels = self.visibility.labels(app, info, load)
+        except BlobNotFoundError:  # replaced meanwhile: what is sent is still this version
+            return {}
+        headers = {}
+        if labels.window is not None:
+            oldest, newest = (datetime.fromtimestamp(ns / 1e9, UTC) for ns in labels.window)
+            headers.update({WINDOW_START: rfc3339(oldest), WINDOW_END: rfc3339(newest)})
+        if labels.build:
+            headers[BUILD] = labels.build
+        return headers
 
     def _stat_visible(self, app: str, key: str) -> BlobInfo:
         """What the merged profile is; 404 if there is none, or a deletion hides it."""
@@ -337,13 +372,20 @@ def _no_merged(app: str) -> ApiError:
 
 
 def _profile_response(
-    request: Request, info: BlobInfo, etag: str, *, size: int, last_modified: datetime | None = None
+    request: Request,
+    info: BlobInfo,
+    etag: str,
+    *,
+    size: int,
+    last_modified: datetime | None = None,
+    extra: Mapping[str, str] | None = None,
 ) -> Response:
-    """Headers for a profile download, or a bodiless 304 if the client has this version."""
+    """Headers for a profile download (and ``extra`` ones), or a bodiless 304 if the client has this version."""
     headers = {
         "ETag": etag,
         "Last-Modified": http_date(last_modified or info.last_modified),
         "Cache-Control": "no-cache",
+        **(extra or {}),
     }
     if not_modified(request.method, request.headers, etag, last_modified or info.last_modified):
         return Response(HTTPStatus.NOT_MODIFIED, headers=headers)

@@ -47,6 +47,10 @@ class Visibility:
                 return False
         return self._labels_of(app, info, load).hidden_in(generation)
 
+    def labels(self, app: str, info: BlobInfo, load: Callable[[], bytes] | None = None) -> Labels:
+        """What the comments of the merged profile ``info`` say (read once per version)."""
+        return self._labels_of(app, info, load)
+
     def _labels_of(self, app: str, info: BlobInfo, load: Callable[[], bytes] | None) -> Labels:
         known = self._labels.get(app, info.etag)
         if known is not None:

@@ -63,6 +63,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         "under. With several files, one that fails is reported and the others are still sent.",
     )
     upload.add_argument("--app", required=True, help="the app the profile belongs to")
+    upload.add_argument(
+        "--workload", type=_workload, help="the workload the profiles are of (see the app's workloads)"
+    )
     upload.add_argument("inputs", nargs="+", metavar="FILE", help="profile files ('-' for stdin)")
     upload.set_defaults(run=run_upload)
 
@@ -107,13 +110,13 @@ def run_upload(args: argparse.Namespace) -> int:
         raise ValueError("standard input can be read only once")
     if len(args.inputs) == 1:
         with _client(args) as api:
-            print(_upload(api, args.app, args.inputs[0]))
+            print(_upload(api, args.app, args.inputs[0], args.workload or ""))
         return 0
     failed = 0
     with _client(args) as api:
         for path in args.inputs:
             try:
-                key = _upload(api, args.app, path)
+                key = _upload(api, args.app, path, args.workload or "")
             except (ClientError, OSError) as exc:
                 failed += 1
                 reason = f"{exc.strerror or exc}" if isinstance(exc, OSError) else str(exc)
@@ -123,11 +126,21 @@ def run_upload(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _upload(api: Client, app: str, path: str) -> str:
+def _upload(api: Client, app: str, path: str, workload: str = "") -> str:
     if path == DASH:
-        return api.upload(app, sys.stdin.buffer)
+        return api.upload(app, sys.stdin.buffer, workload=workload)
     with open(path, "rb") as f:
-        return api.upload(app, f)
+        return api.upload(app, f, workload=workload)
+
+
+def _workload(value: str) -> str:
+    """A workload name, as argparse checks an argument (a bad one: usage and status 2)."""
+    from profiling.names import check_workload
+
+    try:
+        return check_workload(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def run_download(args: argparse.Namespace) -> int:

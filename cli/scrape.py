@@ -164,7 +164,7 @@ async def _scrape(
         async with AsyncClient(api_url, token=token) as api:
 
             async def upload(target: Target, data: bytes) -> str:
-                return await api.upload(app, data)
+                return await api.upload(app, data, workload=target.workload)
 
             return await _scrape_all(targets, duration, upload, UPLOADING, http, live)
 

@@ -27,7 +27,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.states import Completed, State
 
-from profiling.batches import MergeReport, find_pending, merge_pending
+from profiling.batches import MergeReport, find_pending, merge_pending, refresh_due
 from profiling.blobs import BlobStore
 from profiling.config import Config
 from profiling.deletion import delete_app, needs_cleanup
@@ -116,11 +116,17 @@ def sweep() -> State:
         for app in sorted(pending.deleted):
             if needs_cleanup(store, app) and delete_app(store, app, lock_timeout=5, take_over=False):
                 log.info("%s: finished a delete", app)
-        _merge_apps(store, cfg, sorted(pending.staged), merges)
+        _merge_apps(store, cfg, sorted(pending.staged | ageing(store, cfg)), merges)
     finally:
         merges.close()
         store.close()
     return merges.outcome("sweep")
+
+
+def ageing(store: BlobStore, cfg: Config, now_ns: int | None = None) -> set[str]:
+    """The apps whose profile must be derived again though nothing was uploaded: part of their
+    data left their window, or their window, builds or workloads changed (one small read each)."""
+    return {app.name for app in cfg.apps if refresh_due(store, app.name, app.parts, now_ns)}
 
 
 def _merge_apps(store: BlobStore, cfg: Config, apps: Iterable[str], merges: _Merges) -> None:
@@ -128,14 +134,17 @@ def _merge_apps(store: BlobStore, cfg: Config, apps: Iterable[str], merges: _Mer
     for app in apps:
         try:
             app_cfg = cfg.app(app)
-            report = merge_pending(store, app, app_cfg.prune, never_inline=app_cfg.never_inline)
+            report = merge_pending(
+                store, app, app_cfg.prune, never_inline=app_cfg.never_inline, policy=app_cfg.parts
+            )
         except Exception as exc:  # noqa: BLE001 - one app's failure (a store error, a corrupt profile) is its own
             reason = " ".join(str(exc).split()) or type(exc).__name__
             merges.failed[app] = reason
             merges.retry_at[app] = time.monotonic() + RETRY_AFTER
             _publish_failure(app, reason)
             continue
-        if report.merged or report.rejected:  # else another run holds the app's batch, maybe our failed one
+        if report.merged or report.rejected or report.batches or report.expired:
+            # else another run holds the app's batch, maybe our failed one
             merges.failed.pop(app, None)
             merges.merged[app] = merges.merged.get(app, 0) + len(report.merged)
             _publish(report)
@@ -165,12 +174,14 @@ def _publish_failure(app: str, reason: str) -> None:
 
 def _publish(report: MergeReport) -> None:
     """Log what the merge did and publish it as the app's artifact, so the UI shows it."""
+    dropped = len(report.expired) + len(report.superseded)
     get_run_logger().info(
-        "%s: %d batches, %d uploads merged, %d rejected, %s -> %s",
+        "%s: %d batches, %d uploads merged, %d rejected%s, %s -> %s",
         report.app,
         report.batches,
         len(report.merged),
         len(report.rejected),
+        f", {dropped} older than the window or the builds kept" if dropped else "",
         size_label(report.size_before),
         size_label(report.size_after),
     )

@@ -80,9 +80,10 @@ async def scrape_app(app: str, due: datetime | None) -> State:
         targets,
         scrape_cfg.sample_size,
         scrape_cfg.duration,
-        lambda data: run.api.upload(app, data),
+        lambda data, target: run.api.upload(app, data, workload=target.workload),
         client=run.http,
         fetch_limit=run.fetches,
+        with_target=True,
     )
     row.update(targets=len(targets), uploaded=len(report.uploaded), failed=len(report.failed))
     summary = f"{app}: {len(report.uploaded)} uploaded, {len(report.failed)} failed of {len(targets)} targets"

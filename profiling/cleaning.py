@@ -1,4 +1,9 @@
-"""Removing merged profiles by age or size, as autopgo's ``clean`` does."""
+"""Removing merged profiles by age or size, as autopgo's ``clean`` does.
+
+An app with a window, builds or workloads derives its merged profile from its
+parts (``parts.py``): those are removed with it, first, so that the profile is
+not derived again from them.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from .blobs import BlobInfo, BlobStore
-from .names import is_merged_key
+from .names import app_of, is_merged_key, parts_key
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +44,9 @@ def clean(store: BlobStore, rule: CleanRule, *, now: datetime | None = None, dry
     matched = [info for info in store.list() if is_merged_key(info.key) and rule.matches(info, now)]
     for info in matched:
         if not dry_run:
+            app = app_of(info.key)
+            if app is not None:
+                store.delete(parts_key(app))
             store.delete(info.key)
         log.info("%s %s (%d bytes, last written %s)", "would remove" if dry_run else "removed", info.key, info.size, info.last_modified.isoformat())
     return matched

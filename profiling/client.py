@@ -131,8 +131,9 @@ class Client:
         """Close the pooled connections."""
         self._http.close()
 
-    def upload(self, app: str, data: bytes | BinaryIO) -> str:
-        """Send a pprof profile (gzip or raw) for ``app`` to be merged; return its staged key.
+    def upload(self, app: str, data: bytes | BinaryIO, *, workload: str = "") -> str:
+        """Send a pprof profile (gzip or raw) for ``app`` (and ``workload``, if given) to be
+        merged; return its staged key.
 
         A file object is sent from its current position in chunks, not read into
         memory, when its size can be known (a regular file, ``io.BytesIO``).
@@ -149,6 +150,7 @@ class Client:
         request = self._http.build_request(
             "POST",
             path,
+            params=_workload(workload),
             content=body,
             headers={"Content-Length": str(length), "Content-Type": "application/octet-stream"},
         )
@@ -281,10 +283,14 @@ class AsyncClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def upload(self, app: str, data: bytes) -> str:
-        """Send a pprof profile for ``app`` to be merged; return its staged key."""
+    async def upload(self, app: str, data: bytes, *, workload: str = "") -> str:
+        """Send a pprof profile for ``app`` (and ``workload``, if given) to be merged; return its staged key."""
         request = self._http.build_request(
-            "POST", _app_path(app), content=data, headers={"Content-Type": "application/octet-stream"}
+            "POST",
+            _app_path(app),
+            params=_workload(workload),
+            content=data,
+            headers={"Content-Type": "application/octet-stream"},
         )
         try:
             response = await self._http.send(request)
@@ -344,6 +350,10 @@ def _app_path(app: str) -> str:
     if not is_valid_app_name(app):
         raise ClientError(f"invalid app name {app!r}: use 1 to {MAX_APP_NAME} characters of a-z, 0-9 and '-'")
     return f"/api/profile/{app}"
+
+
+def _workload(workload: str) -> dict[str, str]:
+    return {"workload": workload} if workload else {}
 
 
 def _trim(trim: bool) -> dict[str, str]:

@@ -30,6 +30,9 @@ how to prune its merged profile::
             keep: ^runtime\\.main$
         never_inline: ['^example\\.com/cache\\.lookup$']   # functions PGO must not inline
         never_inline_defaults: true      # false: without the built-in list (noinline.py)
+        window: 72h                      # serve only what was collected this recently (parts.py)
+        builds: 2                        # serve only the newest 2 builds' data
+        workloads: {api: 3, batch: 1}    # scale each workload's CPU to its weight's share
 
 Durations are written as in Go (``90s``, ``1.5h``, ``1h30m``; also ``d``) and
 sizes as bytes or with a binary unit (``50000000``, ``64MiB``): see ``units.py``.
@@ -48,8 +51,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
-from .names import is_valid_app_name
+from .names import is_valid_app_name, is_valid_workload
 from .noinline import BUILTIN_NEVER_INLINE
+from .parts import PartsPolicy
 from .rules import PruneRule, compile_pattern, read_rules
 from .stores import DEFAULT_BLOB_STORE, StoreURLError, parse_store_url
 from .targets import Target, read_target_list
@@ -137,6 +141,8 @@ class AppConfig:
     prune: tuple[PruneRule, ...] = ()
     # functions PGO must not inline: the built-in list unless turned off, then the app's own
     never_inline: tuple[re.Pattern[str], ...] = BUILTIN_NEVER_INLINE
+    # window, builds and workloads: none set, the app's profile is the merge of all its uploads
+    parts: PartsPolicy = PartsPolicy()
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,7 +299,8 @@ def _apps(setting: Setting, base: Path) -> tuple[AppConfig, ...]:
 
 
 def _app(entry: Setting, base: Path) -> AppConfig | None:
-    if not entry.mapping({"name", "scrape", "prune", "never_inline", "never_inline_defaults"}):
+    keys = {"name", "scrape", "prune", "never_inline", "never_inline_defaults", "window", "builds", "workloads"}
+    if not entry.mapping(keys):
         return None
     name = entry.get("name")
     valid = isinstance(name.value, str) and is_valid_app_name(name.value)
@@ -307,8 +314,40 @@ def _app(entry: Setting, base: Path) -> AppConfig | None:
         _scrape(scrape, base) if scrape.value is not None else None,
         read_rules(prune),
         _never_inline(entry, label),
+        _parts(entry, label),
     )
     return app if valid else None
+
+
+def _parts(entry: Setting, label: str) -> PartsPolicy:
+    """The app's ``window`` (a duration), ``builds`` (how many of the newest builds) and
+    ``workloads`` (workload name -> weight)."""
+    window = entry.get("window", name=f"{label}: window")
+    builds = entry.get("builds", name=f"{label}: builds")
+    if builds.value is not None and (
+        not isinstance(builds.value, int) or isinstance(builds.value, bool) or builds.value < 1
+    ):
+        builds.fail(f"expected a whole number of at least 1, not {builds.value!r}")
+    workloads = entry.get("workloads", name=f"{label}: workloads")
+    weights: dict[str, float] = {}
+    if workloads.value is not None and (not isinstance(workloads.value, dict) or not workloads.value):
+        workloads.fail("expected a mapping of workload names to weights, such as {api: 3, batch: 1}")
+    elif workloads.value is not None:
+        for name in workloads.value:
+            weight = workloads.get(name, name=f"{workloads.name}.{name}")
+            if not is_valid_workload(name):
+                weight.fail("a workload name is 1 to 63 letters, digits, '_', '.' and '-', starting with a letter or digit")
+            elif isinstance(weight.value, bool) or not isinstance(weight.value, (int, float)) or not weight.value > 0:
+                weight.fail(f"expected a positive number, not {weight.value!r}")
+            elif weight.value == float("inf"):
+                weight.fail("expected a finite number")
+            else:
+                weights[name] = float(weight.value)
+    return PartsPolicy.of(
+        _duration(window) if window.value is not None else None,
+        builds.value if isinstance(builds.value, int) and not isinstance(builds.value, bool) and builds.value > 0 else None,
+        weights,
+    )
 
 
 def _never_inline(entry: Setting, label: str) -> tuple[re.Pattern[str], ...]:

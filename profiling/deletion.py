@@ -4,7 +4,8 @@
 advances the app's generation (see generations.py), and from then on
 everything stored under an older one is hidden (batches.py never merges it,
 the API never serves it). ``delete_app`` runs later, in the delete flow, and
-removes what is hidden: staged and rejected uploads, the merged profile and the
+removes what is hidden: staged and rejected uploads, the merged profile, the
+parts it was derived from (apps with a window, builds or workloads) and the
 batch record. It takes the batch record as a lock so that no merge commits
 while it works. The generation record itself (a few bytes) stays, so that a
 merge that was already running can never bring the data back.
@@ -17,7 +18,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from .batches import Batch, read_merged
+from .batches import Batch, read_merged, read_parts
 from .blobs import BlobStore
 from .errors import BlobNotFoundError, PreconditionFailedError
 from .generations import advance_generation, read_app_generation
@@ -25,6 +26,7 @@ from .names import (
     app_prefix,
     batch_key,
     merged_key,
+    parts_key,
     rejected_prefix,
     staging_prefix,
     time_of,
@@ -48,7 +50,10 @@ def has_data(store: BlobStore, app: str) -> bool:
         if info.key.startswith((staging_prefix(app), rejected_prefix(app))) and not current.hides_upload(info.key):
             return True
     merged = read_merged(store, app)
-    return merged is not None and not merged.labels.hidden_in(current) and bool(merged.tables.sample_values)
+    if merged is not None and not merged.labels.hidden_in(current) and bool(merged.tables.sample_values):
+        return True
+    parts = read_parts(store, app)
+    return parts is not None and parts.record.generation >= current.number and bool(parts.record.parts)
 
 
 def mark_deleted(store: BlobStore, app: str) -> int:
@@ -65,7 +70,10 @@ def needs_cleanup(store: BlobStore, app: str) -> bool:
         if any(current.hides_upload(info.key) for info in store.list(prefix)):
             return True
     merged = read_merged(store, app)
-    return merged is not None and merged.labels.hidden_in(current)
+    if merged is not None and merged.labels.hidden_in(current):
+        return True
+    parts = read_parts(store, app)
+    return parts is not None and parts.record.generation < current.number
 
 
 def delete_app(
@@ -93,6 +101,9 @@ def delete_app(
     merged = read_merged(store, app)
     if merged is not None and merged.labels.hidden_in(current):
         remove(merged_key(app))
+    parts = read_parts(store, app)
+    if parts is not None and parts.record.generation < current.number:
+        remove(parts_key(app))
     # Tombstones from before generations: the newest still places what has no
     # generation, until a delete since hides all of that.
     newest = current.legacy_tombstone() if current.number == 0 else None
@@ -134,13 +145,14 @@ def _lock(store: BlobStore, app: str, generation: int, timeout: float, poll: flo
 
 
 def _settle(store: BlobStore, app: str, batch: Batch) -> None:
-    """Remove the uploads of a batch taken over if the merged profile holds them already.
+    """Remove the uploads of a batch taken over if the merged profile (or the parts) holds them already.
 
-    Its run wrote the profile and died before removing them; once the record
+    Its run wrote the profile (or the parts) and died before removing them; once the record
     is replaced, no merge would know they were merged, and would merge them again.
     """
     merged = read_merged(store, app)
-    if merged is not None and merged.batch == batch.id:
+    parts = read_parts(store, app)
+    if (merged is not None and merged.batch == batch.id) or (parts is not None and parts.record.batch == batch.id):
         for key in batch.keys:
             store.delete(key)
 

@@ -80,7 +80,7 @@ class _HeaderFold:
         if self.first is None:
             self.first = h
         else:
-            _check_compatible(self.first, h, source)
+            check_compatible(self.first, h, source)
         if self.time_nanos == 0 or h.time_nanos < self.time_nanos:
             self.time_nanos = h.time_nanos
         self.duration_nanos += h.duration_nanos
@@ -109,7 +109,8 @@ class _HeaderFold:
         )
 
 
-def _check_compatible(first: Header, h: Header, source: str) -> None:
+def check_compatible(first: Header, h: Header, source: str) -> None:
+    """ProfileError unless ``h`` can be merged with ``first`` (same period and sample types), as upstream."""
     where = f" ({source})" if source else ""
     if first.period_type != h.period_type:
         raise ProfileError(f"incompatible period types {first.period_type} and {h.period_type}{where}")
@@ -328,4 +329,4 @@ def _copy_mapping(m: Mapping, new_id: int) -> Mapping:
     )
 
 
-__all__ = ["Merger", "compact", "mapping_key", "merge"]
+__all__ = ["Merger", "check_compatible", "compact", "mapping_key", "merge"]

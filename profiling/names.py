@@ -31,14 +31,21 @@ def check_app_name(app: str) -> str:
 #   <app>/batch.json                                    the merge batch under way (see batches.py)
 #   <app>/generation.json                               the app's generation (see generations.py)
 #   <app>/deleted/<20-digit ns time>                    tombstones of deletes from before generations
+#   <app>/parts.bin                                     partial merges by time, build and workload (parts.py),
+#                                                       only for apps with a window, builds or workloads
 # Keys written before generations have no "-g<n>" (see generations.py for how they count).
+# An upload that names a workload has it before the generation: <ns time>-<16 hex>-w<workload>-g<n>.pb.gz.
 MERGED_NAME = "default.pgo"
 STAGING = "staging"
 REJECTED = "rejected"
 BATCH_NAME = "batch.json"
 GENERATION_NAME = "generation.json"
 DELETED = "deleted"
+PARTS_NAME = "parts.bin"
 _GENERATION_IN_NAME = re.compile(r"-g(\d+)\.pb\.gz")
+MAX_WORKLOAD_NAME = 63
+_WORKLOAD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,%d}" % (MAX_WORKLOAD_NAME - 1))
+_WORKLOAD_IN_NAME = re.compile(r"^\d{20}-[0-9a-f]{16}-w(%s)-g\d+\.pb\.gz$" % _WORKLOAD_NAME.pattern)
 
 
 def app_prefix(app: str) -> str:
@@ -65,6 +72,31 @@ def generation_key(app: str) -> str:
     return f"{check_app_name(app)}/{GENERATION_NAME}"
 
 
+def parts_key(app: str) -> str:
+    return f"{check_app_name(app)}/{PARTS_NAME}"
+
+
+def is_valid_workload(name: object) -> TypeGuard[str]:
+    """1 to 63 characters of letters, digits, '_', '.' and '-', starting with a letter or digit."""
+    return isinstance(name, str) and _WORKLOAD_NAME.fullmatch(name) is not None
+
+
+def check_workload(name: str) -> str:
+    """Return ``name`` if it is a valid workload name, else raise ValueError saying why."""
+    if not is_valid_workload(name):
+        raise ValueError(
+            f"invalid workload {name!r}: use 1 to {MAX_WORKLOAD_NAME} letters, digits, '_', '.' and '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def workload_of(key: str) -> str:
+    """The workload a staging (or rejected) key was uploaded for; "" when it names none."""
+    found = _WORKLOAD_IN_NAME.match(key.rsplit("/", 1)[-1])
+    return found.group(1) if found else ""
+
+
 def tombstone_prefix(app: str) -> str:
     return f"{check_app_name(app)}/{DELETED}/"
 
@@ -86,12 +118,12 @@ def generation_of(key: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def new_staging_key(app: str, now_ns: int | None = None, generation: int = 0) -> str:
-    """A fresh staging key under ``generation``; keys never collide.
+def new_staging_key(app: str, now_ns: int | None = None, generation: int = 0, workload: str = "") -> str:
+    """A fresh staging key under ``generation``, naming ``workload`` if one is given; keys never collide.
 
-    The time (``now_ns``, by default this machine's clock) only names and
-    roughly orders uploads; the generation decides which delete hides them.
-    The random suffix keeps keys unique even for uploads in the same nanosecond.
+    The time (``now_ns``, by default this machine's clock) roughly orders uploads
+    and is their upload time (parts.py); the generation decides which delete hides
+    them. The random suffix keeps keys unique even for uploads in the same nanosecond.
     """
     import secrets
     import time
@@ -99,7 +131,8 @@ def new_staging_key(app: str, now_ns: int | None = None, generation: int = 0) ->
     if generation < 0:
         raise ValueError(f"a generation is never negative, not {generation}")
     stamp = time.time_ns() if now_ns is None else now_ns
-    return f"{staging_prefix(app)}{stamp:020d}-{secrets.token_hex(8)}-g{generation}.pb.gz"
+    named = f"-w{check_workload(workload)}" if workload else ""
+    return f"{staging_prefix(app)}{stamp:020d}-{secrets.token_hex(8)}{named}-g{generation}.pb.gz"
 
 
 def app_of(key: str) -> str | None:

@@ -10,11 +10,13 @@ profile's size in full and trimmed to what the compiler reads (what
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from .batches import MergeReport
 from .codec import encode
 from .edges import hot_edges
 from .errors import PgoUnusableError
-from .measurement import size_label
+from .measurement import percentage, size_label
 from .summary import summarize
 from .trim import trim_for_pgo
 
@@ -55,6 +57,7 @@ def merge_markdown(report: MergeReport) -> str:
     lines += [f"- rejected `{key}`: {reason}" for key, reason in report.rejected]
     if report.rejected:
         lines.append("")
+    lines += _parts_lines(report)
     if edges_part:
         lines += ["## Hottest call edges", "", *edges_part]
     if profile is not None and profile.samples:
@@ -70,6 +73,49 @@ def merge_markdown(report: MergeReport) -> str:
             ),
         ]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _parts_lines(report: MergeReport) -> list[str]:
+    """For an app with a window, builds or workloads: what was merged into nothing, the time
+    span and the builds the served profile holds, with each build's share of its CPU."""
+    derived = report.derived
+    lines = []
+    if report.expired:
+        lines.append(f"- {len(report.expired)} uploads were older than the window: merged into nothing")
+    if report.superseded:
+        lines.append(f"- {len(report.superseded)} uploads were of builds older than the newest kept: merged into nothing")
+    if derived is not None and derived.tables is not None:
+        lines.append(
+            f"- served: {derived.parts} parts, collected from {_when(derived.oldest)} to {_when(derived.newest)}"
+        )
+    elif derived is not None:
+        lines.append("- served: nothing is left in the window (an empty profile)")
+    if lines:
+        lines.append("")
+    if derived is not None and derived.builds:
+        total = sum(cpu for _, cpu in derived.builds)
+        lines += [
+            "## CPU by build",
+            "",
+            "| build | share |",
+            "| --- | ---: |",
+            *(f"| `{build or '(none)'}` | {percentage(cpu, total)} |" for build, cpu in derived.builds),
+            "",
+        ]
+    if derived is not None and derived.ratios:
+        lines += [
+            "## Workloads scaled",
+            "",
+            "| workload | ratio |",
+            "| --- | ---: |",
+            *(f"| `{workload}` | {ratio:.4g} |" for workload, ratio in sorted(derived.ratios.items())),
+            "",
+        ]
+    return lines
+
+
+def _when(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def merge_failure_markdown(app: str, reason: str) -> str:

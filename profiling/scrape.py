@@ -35,6 +35,7 @@ MAX_PROFILE_BYTES = 64 << 20
 DEFAULT_FETCH_LIMIT = 512  # fetches open at once in one process
 
 Upload = Callable[[bytes], Awaitable[str]]
+TargetUpload = Callable[[bytes, Target], Awaitable[str]]  # also told the target (its workload, ...)
 
 
 @dataclass(slots=True)
@@ -98,16 +99,19 @@ async def scrape_async(
     targets: Sequence[Target],
     sample_size: int,
     duration: timedelta,
-    upload: Upload,
+    upload: Upload | TargetUpload,
     *,
     client: httpx.AsyncClient,
     rng: random.Random | None = None,
     fetch_limit: asyncio.Semaphore | None = None,
+    with_target: bool = False,
 ) -> ScrapeReport:
     """Profile up to ``sample_size`` of ``targets`` at once and upload each profile.
 
     ``fetch_limit``, shared by concurrent scrapes, bounds the fetches open at
-    once; a fetch waiting for it does not hold up the others.
+    once; a fetch waiting for it does not hold up the others. With
+    ``with_target``, ``upload`` is given the target too (a ``TargetUpload``),
+    so that it can upload for the target's workload.
     """
     chosen = pick(targets, sample_size, rng)
     report = ScrapeReport()
@@ -123,7 +127,10 @@ async def scrape_async(
             else:
                 async with fetch_limit:
                     data = await fetch_profile(client, target, duration)
-            report.uploaded[url] = await upload(data)
+            if with_target:
+                report.uploaded[url] = await upload(data, target)  # type: ignore[call-arg]
+            else:
+                report.uploaded[url] = await upload(data)  # type: ignore[call-arg]
             log.debug("scraped and uploaded %s", url)
         except Exception as exc:  # noqa: BLE001 - one failing target must not stop the others
             report.failed[url] = str(exc)
@@ -170,4 +177,5 @@ __all__ = [
     "profile_seconds",
     "scrape",
     "scrape_async",
+    "TargetUpload",
 ]

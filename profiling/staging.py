@@ -27,15 +27,16 @@ Clock = Callable[[], int]  # nanoseconds since the epoch, as time.time_ns
 STAGE_ATTEMPTS = 5
 
 
-def stage_upload(store: BlobStore, app: str, data: bytes, *, clock: Clock = time.time_ns) -> str:
+def stage_upload(store: BlobStore, app: str, data: bytes, *, clock: Clock = time.time_ns, workload: str = "") -> str:
     """Store ``data`` under a fresh staging key of ``app`` (create-only) and return the key.
 
-    ``clock`` only names the key (a server's own clock by default); which
-    delete hides the upload is decided by the generation, not by it.
+    ``clock`` names the key (a server's own clock by default), and is the
+    upload's time (``parts.py``); which delete hides the upload is decided by
+    the generation, not by it. ``workload``, if given, is kept in the key.
     """
     generation = read_generation(store, app).number
     for _ in range(STAGE_ATTEMPTS):
-        key = new_staging_key(app, clock(), generation)
+        key = new_staging_key(app, clock(), generation, workload)
         try:
             store.put(key, data, if_none_match=True)
         except PreconditionFailedError:

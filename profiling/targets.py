@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from .atomicfile import atomic_write
 from .errors import ConfigError
+from .names import is_valid_workload
 from .yamlfile import Problems, Setting, load_yaml
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ class Target:
     address: str  # host:port
     path: str = DEFAULT_PATH
     scheme: str = "http"
+    workload: str = ""  # the workload its profiles are uploaded for (none: "")
 
     def url(self) -> str:
         return f"{self.scheme}://{self.address}{self.path}"
@@ -49,7 +51,7 @@ class TargetSource(Protocol):
 
 
 def parse_target_list(data: Any, where: str) -> list[Target]:
-    """Validate a list of ``{address, path, scheme}`` mappings given directly; mistakes name ``where``."""
+    """Validate a list of ``{address, path, scheme, workload}`` mappings given directly; mistakes name ``where``."""
     problems = Problems()
     targets = read_target_list(Setting.root(data, problems, name=where))
     problems.check()
@@ -57,15 +59,17 @@ def parse_target_list(data: Any, where: str) -> list[Target]:
 
 
 def read_target_list(setting: Setting) -> list[Target]:
-    """The targets of a list of ``{address, path, scheme}`` mappings, reporting each mistake."""
+    """The targets of a list of ``{address, path, scheme, workload}`` mappings, reporting each mistake."""
     if not isinstance(setting.value, list):
         setting.fail("expected a list of {address, path} entries")
         return []
     out = []
     for entry in setting.items():
-        if not entry.mapping({"address", "path", "scheme"}, "expected a mapping with address and path", noun="key"):
+        keys = {"address", "path", "scheme", "workload"}
+        if not entry.mapping(keys, "expected a mapping with address and path", noun="key"):
             continue
         address, path, scheme = entry.get("address"), entry.get("path", DEFAULT_PATH), entry.get("scheme", "http")
+        workload = entry.get("workload", "")
         valid = True
         if not isinstance(address.value, str) or ":" not in address.value or "/" in address.value:
             address.fail(f"expected host:port, not {address.value!r}")
@@ -76,8 +80,13 @@ def read_target_list(setting: Setting) -> list[Target]:
         if scheme.value not in ("http", "https"):
             scheme.fail(f"expected http or https, not {scheme.value!r}")
             valid = False
+        if workload.value != "" and not is_valid_workload(workload.value):
+            workload.fail(
+                f"expected 1 to 63 letters, digits, '_', '.' and '-', starting with a letter or digit, not {workload.value!r}"
+            )
+            valid = False
         if valid:
-            out.append(Target(address.value, path.value, scheme.value))
+            out.append(Target(address.value, path.value, scheme.value, workload.value))
     return out
 
 
@@ -151,7 +160,10 @@ class FileTargets:
     def _save(self, targets: list[Target]) -> None:
         if self.saved is None:
             return
-        data = [{"address": t.address, "path": t.path, "scheme": t.scheme} for t in targets]
+        data = [
+            {"address": t.address, "path": t.path, "scheme": t.scheme, **({"workload": t.workload} if t.workload else {})}
+            for t in targets
+        ]
         try:
             self.saved.parent.mkdir(parents=True, exist_ok=True)
             atomic_write(self.saved, json.dumps({"file": str(self.path), "targets": data}).encode())

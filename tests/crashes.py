@@ -24,6 +24,7 @@ import time
 import traceback
 from collections.abc import Callable
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -34,6 +35,8 @@ if str(HERE.parent) not in sys.path:  # run as a script: the project and the tes
 from test_batches import upload_profile  # noqa: E402
 
 from profiling.batches import merge_pending  # noqa: E402
+from profiling.model import Location, Mapping, Profile  # noqa: E402
+from profiling.parts import PartsPolicy  # noqa: E402
 from profiling.blobs import BlobStore  # noqa: E402
 from profiling.codec import encode  # noqa: E402
 from profiling.deletion import delete_app, mark_deleted  # noqa: E402
@@ -79,6 +82,60 @@ def run_merge(store: BlobStore, app: str, ack: Ack) -> None:
     ack("merge")
 
 
+# ------------------------------------------------------------------ parts: a window, builds and workloads
+
+HOUR = 3600 * 10**9
+PARTS_NOW = 1_700_000_000 * 10**9  # the clock of the first merge; the refresh runs AGED_BY later
+AGED_BY = 10 * HOUR
+PARTS_POLICY = PartsPolicy.of(window=timedelta(hours=72), builds=3, workloads={"api": 3, "batch": 1})
+# upload -> (collected hours before PARTS_NOW, build, workload)
+PARTS_UPLOADS = {
+    3: (1, "b1", "api"),
+    4: (100, "b1", "api"),  # older than the window when merged: into nothing
+    5: (2, "b2", "batch"),
+    6: (70, "b1", ""),  # in the window when merged, aged out by the refresh
+    7: (3, "b1", "api"),
+    8: (60, "b0", "batch"),  # of a build first seen before the newest 3: into nothing
+    9: (1, "b2", "api"),
+}
+
+
+def built_upload(n: int, build: str, collected_ns: int) -> Profile:
+    """Upload ``n`` of a binary with this build id, collected at ``collected_ns``."""
+    p = upload_profile(n, weight=n)
+    p.mappings = [Mapping(1, 0x400000, 0x800000, 0, "/bin/service", build, has_functions=True)]
+    p.locations = [Location(loc.id, 1, 0x400000 + loc.address, loc.lines) for loc in p.locations]
+    p.time_nanos = collected_ns
+    return p
+
+
+def setup_parts(store: BlobStore, app: str) -> None:
+    """A merged profile of uploads 0-2 merged without parts, and uploads 3-9 staged for an app with parts."""
+    for n in range(3):
+        staged(store, app, n, now_ns=PARTS_NOW - 200 * HOUR + n)
+    merge_pending(store, app)
+    for n, (hours, build, workload) in PARTS_UPLOADS.items():
+        data = encode(built_upload(n, build, PARTS_NOW - hours * HOUR))
+        store.put(new_staging_key(app, PARTS_NOW - HOUR // 2 + n, 0, workload), data, if_none_match=True)
+
+
+def merge_parts(store: BlobStore, app: str, now_ns: int, max_batch: int = 3) -> None:
+    merge_pending(store, app, max_batch=max_batch, recover_after=timedelta(0), policy=PARTS_POLICY, clock=lambda: now_ns)
+
+
+def run_parts(store: BlobStore, app: str, ack: Ack) -> None:
+    """The settings just set: the merged profile seeds the parts, three batches, then a refresh
+    with no upload once a part has aged out."""
+    merge_parts(store, app, PARTS_NOW)
+    ack("merge")
+    merge_parts(store, app, PARTS_NOW + AGED_BY)
+    ack("refresh")
+
+
+def recover_parts(store: BlobStore, app: str) -> None:
+    merge_parts(store, app, PARTS_NOW + AGED_BY)
+
+
 # ------------------------------------------------------------------ delete: deletes racing uploads and merges
 
 # The operations of ``run_delete``, in order: ("upload", n) or ("delete", name), and the rest.
@@ -97,11 +154,11 @@ DELETE_STEPS = (
 DELETE_SETUP_UPLOADS = (0, 1, 2, 3, 4)
 
 
-def setup_delete(store: BlobStore, app: str) -> None:
+def setup_delete(store: BlobStore, app: str, policy: PartsPolicy = PartsPolicy()) -> None:
     """A merged profile of uploads 0-2, and uploads 3 and 4 staged."""
     for n in range(3):
         staged(store, app, n, now_ns=1_000 + n)
-    merge_pending(store, app)
+    merge_pending(store, app, policy=policy)
     for n in (3, 4):
         staged(store, app, n, now_ns=2_000 + n)
 
@@ -128,14 +185,14 @@ class _RacingDelete:
         return getattr(self._store, name)
 
 
-def run_delete(store: BlobStore, app: str, ack: Ack) -> None:
-    """The steps of DELETE_STEPS; acknowledges each as it returns."""
+def run_delete(store: BlobStore, app: str, ack: Ack, policy: PartsPolicy = PartsPolicy()) -> None:
+    """The steps of DELETE_STEPS (merging with ``policy``); acknowledges each as it returns."""
     racing = _RacingDelete(store, app, ack)
     stage(racing, app, 5)  # type: ignore[arg-type]
     ack("upload 5")
     stage(store, app, 6)
     ack("upload 6")
-    merge_pending(store, app, max_batch=2, recover_after=timedelta(0))
+    merge_pending(store, app, max_batch=2, recover_after=timedelta(0), policy=policy)
     ack("merge")
     stage(store, app, 7)
     ack("upload 7")
@@ -145,22 +202,31 @@ def run_delete(store: BlobStore, app: str, ack: Ack) -> None:
     ack("upload 8")
     delete_app(store, app, lock_timeout=0)
     ack("cascade")
-    merge_pending(store, app, recover_after=timedelta(0))
+    merge_pending(store, app, recover_after=timedelta(0), policy=policy)
     ack("merge")
     stage(store, app, 9)
     ack("upload 9")
 
 
-def recover_deletes(store: BlobStore, app: str) -> None:
+def recover_deletes(store: BlobStore, app: str, policy: PartsPolicy = PartsPolicy()) -> None:
     """What the flows do after a crash: the delete flow that the DELETE's event started
     (taking over a batch the dead process held), then a merge that finishes its open batch."""
     delete_app(store, app, lock_timeout=0)
-    merge_pending(store, app, recover_after=timedelta(0))
+    merge_pending(store, app, recover_after=timedelta(0), policy=policy)
+
+
+# The same with parts (no window: the uploads' times are made up): builds and workloads.
+DELETE_PARTS_POLICY = PartsPolicy.of(builds=2, workloads={"api": 1})
 
 
 SCENARIOS: dict[str, tuple[Callable[[BlobStore, str], None], Callable[[BlobStore, str, Ack], None]]] = {
     "merge": (setup_merge, run_merge),
     "delete": (setup_delete, run_delete),
+    "parts": (setup_parts, run_parts),
+    "delete-parts": (
+        partial(setup_delete, policy=DELETE_PARTS_POLICY),
+        partial(run_delete, policy=DELETE_PARTS_POLICY),
+    ),
 }
 
 

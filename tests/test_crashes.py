@@ -20,18 +20,23 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
 from crashes import (
+    DELETE_PARTS_POLICY,
     DELETE_SETUP_UPLOADS,
     DELETE_STEPS,
     PARALLEL,
     crash_app,
     recover_deletes,
+    recover_parts,
+    run_parts,
     setup_delete,
     setup_merge,
+    setup_parts,
 )
 from seaweed import SeaweedFS, seaweedfs  # noqa: F401  (seaweedfs is a session fixture)
 from test_batches import counts, without_batch_comments
@@ -42,6 +47,7 @@ from profiling.deletion import needs_cleanup
 from profiling.generations import read_generation
 from profiling.model import Profile
 from profiling.names import staging_prefix
+from profiling.parts import PartsPolicy
 from profiling.stores import open_store
 from profiling.tables import to_profile
 
@@ -146,15 +152,24 @@ def upload_number(step: str) -> int | None:
 
 
 def test_deletes_racing_uploads_killed_at_every_write(target: Target, tmp_path: Path) -> None:
+    deletes_racing_uploads(target, tmp_path, "delete", PartsPolicy())
+
+
+def test_deletes_racing_uploads_with_parts_killed_at_every_write(target: Target, tmp_path: Path) -> None:
+    """As above, for an app with builds and workloads: its parts are hidden and removed with the rest."""
+    deletes_racing_uploads(target, tmp_path, "delete-parts", DELETE_PARTS_POLICY)
+
+
+def deletes_racing_uploads(target: Target, tmp_path: Path, scenario: str, policy: PartsPolicy) -> None:
     store = target.store
-    total = writes_of(target, "delete", setup_delete, tmp_path)
+    total = writes_of(target, scenario, partial(setup_delete, policy=policy), tmp_path)
     assert acknowledged(tmp_path, COUNT)[:-1] == list(DELETE_STEPS)
-    each(range(total), lambda limit: setup_delete(store, crash_app(limit)))
-    outcomes = crash(target, "delete", tmp_path, list(range(total)))
+    each(range(total), lambda limit: setup_delete(store, crash_app(limit), policy))
+    outcomes = crash(target, scenario, tmp_path, list(range(total)))
 
     def recovered(limit: int) -> tuple[dict[str, int], int, list[str], bool]:
         app = crash_app(limit)
-        recover_deletes(store, app)
+        recover_deletes(store, app, policy)
         got = merged(store, app)
         left = [info.key for info in store.list(staging_prefix(app))]
         return counts(got) if got else {}, read_generation(store, app).number, left, needs_cleanup(store, app)
@@ -177,3 +192,29 @@ def test_deletes_racing_uploads_killed_at_every_write(target: Target, tmp_path: 
         assert {f"main.upload{n}" for n in must} <= set(found) <= {f"main.upload{n}" for n in must | may}, where
         assert generation == len(deletes), where
         assert left == [] and not unclean, where
+
+
+def test_merge_with_parts_killed_at_every_write_then_resumed(target: Target, tmp_path: Path) -> None:
+    """An app given a window, builds and workloads: seeding the parts from its merged profile,
+    batches into the parts, deriving the profile, and a refresh once a part aged out."""
+    store = target.store
+    setup_parts(store, "reference")
+    run_parts(store, "reference", lambda step: None)
+    expected = merged(store, "reference")
+    assert expected is not None
+    assert set(counts(expected)) == {"main.upload0", "main.upload1", "main.upload2", "main.upload3", "main.upload5",
+                                     "main.upload7", "main.upload9"}
+
+    total = writes_of(target, "parts", setup_parts, tmp_path)
+    each(range(total), lambda limit: setup_parts(store, crash_app(limit)))
+    outcomes = crash(target, "parts", tmp_path, list(range(total)))
+
+    def recovered(limit: int) -> tuple[Profile | None, list[str]]:
+        app = crash_app(limit)
+        recover_parts(store, app)
+        return merged(store, app), [info.key for info in store.list(staging_prefix(app))]
+
+    for limit, (profile, left) in zip(range(total), each(range(total), recovered), strict=True):
+        assert outcomes[limit] == "killed", limit
+        assert profile == expected, f"killed before write {limit}"
+        assert left == []

@@ -10,6 +10,7 @@ labels and annotations) or tags (Consul, Nomad):
 ``autopgo.scrape.port=<n>``    Kubernetes only (an annotation): the pprof port
 ``autopgo.scrape.path=/...``   optional, default ``/debug/pprof/profile``
 ``autopgo.scrape.scheme=...``  optional, ``http`` (default) or ``https``
+``autopgo.scrape.workload=..`` optional (Kubernetes: a label): the workload its profiles are for
 =============================  ===========================================
 
 Every failure to list (refused, timed out, HTTP 401/403/5xx, malformed JSON,
@@ -29,6 +30,7 @@ from typing import Any
 import httpx
 
 from ..errors import AutopgoError
+from ..names import is_valid_workload
 from ..targets import DEFAULT_PATH, Target
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,7 @@ APP = "autopgo.scrape.app"
 PORT = "autopgo.scrape.port"
 PATH = "autopgo.scrape.path"
 SCHEME = "autopgo.scrape.scheme"
+WORKLOAD = "autopgo.scrape.workload"
 DEFAULT_TIMEOUT = 10.0
 
 
@@ -73,6 +76,7 @@ def make_target(host: Any, port: Any, meta: Mapping[str, str], what: str) -> Tar
     """The target for one instance, or None (with one warning) when its settings are wrong."""
     problem = None
     path, scheme = meta.get(PATH) or DEFAULT_PATH, meta.get(SCHEME) or "http"
+    workload = meta.get(WORKLOAD) or ""
     if isinstance(port, str) and port.strip().isdigit():
         port = int(port.strip())
     if not isinstance(host, str) or not host.strip():
@@ -83,10 +87,12 @@ def make_target(host: Any, port: Any, meta: Mapping[str, str], what: str) -> Tar
         problem = f"{PATH} {path!r} does not start with '/'"
     elif scheme not in ("http", "https"):
         problem = f"{SCHEME} {scheme!r} is not http or https"
+    elif workload and not is_valid_workload(workload):
+        problem = f"{WORKLOAD} {workload!r} is not a workload name (letters, digits, '_', '.' and '-')"
     if problem:
         log.warning("skipping %s: %s", what, problem)
         return None
-    return Target(host_port(host.strip(), port), path, scheme)
+    return Target(host_port(host.strip(), port), path, scheme, workload)
 
 
 class HttpSource:

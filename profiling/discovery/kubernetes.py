@@ -5,7 +5,8 @@ namespace) with ``labelSelector=autopgo.scrape=true,autopgo.scrape.app=<app>``,
 page by page (``limit`` / ``metadata.continue``). A pod counts when its phase is
 ``Running``, its ``Ready`` condition is ``True``, it has a ``podIP`` and is not
 being deleted; the port comes from its annotation ``autopgo.scrape.port``, and
-optional ``autopgo.scrape.path`` / ``autopgo.scrape.scheme`` annotations.
+optional ``autopgo.scrape.path`` / ``autopgo.scrape.scheme`` annotations; an
+optional ``autopgo.scrape.workload`` label names the workload its profiles are for.
 
 Credentials come in-cluster (the service account's token and CA, and
 ``KUBERNETES_SERVICE_HOST`` / ``KUBERNETES_SERVICE_PORT``) or from a kubeconfig
@@ -27,7 +28,7 @@ from urllib.parse import quote
 import yaml
 
 from ..targets import Target
-from . import APP, DEFAULT_TIMEOUT, PORT, SCRAPE, DiscoveryError, HttpSource, host_port, make_target
+from . import APP, DEFAULT_TIMEOUT, PORT, SCRAPE, WORKLOAD, DiscoveryError, HttpSource, host_port, make_target
 from .tls import TLSSettings
 
 if TYPE_CHECKING:
@@ -130,6 +131,8 @@ class KubernetesTargetSource(HttpSource):
         ):
             return None
         notes = _strings(meta.get("annotations"))
+        if WORKLOAD in labels:  # a label, like the app's, so that a selector can pick a workload's pods
+            notes[WORKLOAD] = labels[WORKLOAD]
         what = f"kubernetes pod {meta.get('namespace', '?')}/{meta.get('name', '?')}"
         if PORT not in notes:
             return make_target(status["podIP"], None, notes, f"{what} (no {PORT} annotation)")

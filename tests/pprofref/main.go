@@ -4,6 +4,7 @@
 // next to this file at test time; it is never committed.
 //
 //	pprofref merge OUT IN...           profile.Merge
+//	pprofref scalemerge OUT R IN...    each IN Scale(R) (a ratio before each), then profile.Merge
 //	pprofref prune OUT DROP KEEP IN    Parse, Prune(DROP, KEEP or nil)
 //	pprofref parse IN                  Parse only; prints the error, if any
 package main
@@ -12,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"strconv"
 
 	"autopgo.test/pprofref/profile"
 )
@@ -57,6 +59,22 @@ func main() {
 		var ps []*profile.Profile
 		for _, in := range args[2:] {
 			ps = append(ps, read(in))
+		}
+		p, err := profile.Merge(ps)
+		if err != nil {
+			fail(err)
+		}
+		write(args[1], p)
+	case "scalemerge":
+		var ps []*profile.Profile
+		for i := 2; i+1 < len(args); i += 2 {
+			ratio, err := strconv.ParseFloat(args[i], 64)
+			if err != nil {
+				fail(err)
+			}
+			p := read(args[i+1])
+			p.Scale(ratio)
+			ps = append(ps, p)
 		}
 		p, err := profile.Merge(ps)
 		if err != nil {
