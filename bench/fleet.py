@@ -62,7 +62,9 @@ What it does
          Distributed: PostgreSQL, Redis, the Prefect API servers, the Prefect
          services, the autopgo API servers, the workers with their flow runs,
          SeaweedFS. The fleet and the bench are in no role, but the bench's
-         listing of the bucket every second is in SeaweedFS's figure.
+         listing of the bucket every second is in SeaweedFS's figure; what
+         that listing costs SeaweedFS alone is measured for 10 s after the
+         pipeline has stopped, and shown beside it.
        - errors: lines of the pipeline's logs (``autopgo up``'s output, which
          includes the Prefect server's; in distributed mode each process's log)
          with ERROR, Traceback or "database is locked", from its start until
@@ -75,8 +77,7 @@ What it does
          was served with, and no marker that was not served to the app may be
          there. A marker that is still staged, was rejected, or is nowhere
          (lost) fails its app.
-       - in distributed mode, the uploads each autopgo API server answered
-         (its access log).
+       - the uploads each autopgo API server answered 201 (its access log).
 
        With ``--compare REV`` the same run is repeated against REV (the design
        before) and the figures are printed side by side with their ratio; with
@@ -146,6 +147,7 @@ GRACE = 30.0
 SLACK = 5.0  # a scrape may reach the fleet this much before it is due
 RUN_REACH = 60.0  # a scrape flow run fetches within this long of starting
 PROGRESS_EVERY = 30.0
+LISTING_SECONDS = 10.0  # how long the cost of the bench's own listing of the bucket is measured, after the stop
 TARGETS = {"lateness_p99": 30.0, "upload_to_merge_p99": 60.0, "cpu_cores": 1.0, "errors": 0}
 
 
@@ -348,6 +350,16 @@ class Monitor:
         self.tick()
         return roles0, self.cpu_by_role
 
+    def listing_only(self, seconds: float) -> float:
+        """Cores the pipeline's processes still running use while only the bench lists the store, for
+        ``seconds`` once the pipeline has stopped: in distributed mode, SeaweedFS answering the listing."""
+        before = sum(self.pipeline.cpu.by_role().values())
+        start = time.monotonic()
+        while time.monotonic() - start < seconds:
+            self.watcher.poll(time.time())
+            time.sleep(1.0)
+        return (sum(self.pipeline.cpu.by_role().values()) - before) / (time.monotonic() - start)
+
     def drain(self, end: float, limit: float) -> None:
         """Go on watching until what was fetched by ``end`` has left staging, at most ``limit`` s."""
         while time.time() < end + limit:
@@ -408,6 +420,7 @@ def run(tree: Checkout, settings: Settings, profiles: list[Path], mode: str) -> 
         until = time.time()
         logs = pipeline.logs()  # what stopping logs (runs crashed by the stop) does not count
         left = pipeline.stop()
+        listing = monitor.listing_only(LISTING_SECONDS) if mode == "distributed" else 0.0
         monitor.watcher.poll(time.time())
         stop_fleet(fleet)
         monitor.requests.read_new()
@@ -431,6 +444,7 @@ def run(tree: Checkout, settings: Settings, profiles: list[Path], mode: str) -> 
             processes_left_after_stop=left,
             processes_importing_project=imported,
             store_polls_failed=monitor.watcher.failed_polls,
+            store_listing_cores=listing,
         )
         uploads = result["upload_to_merge"]["count"]
         result["cpu_ms_per_upload"] = 1000 * sum(by_role.values()) / uploads if uploads and by_role else math.nan
@@ -639,6 +653,12 @@ def report(results: list[dict[str, Any]]) -> None:
         print("  CPU by role over the measured period (cores; CPU per upload; share):")
         for line in role_lines(r):
             print(f"    {line}")
+        if r["mode"] == "distributed":
+            print(f"    (SeaweedFS answering only the bench's listing of the bucket, once a second, after the stop: "
+                  f"{r['store_listing_cores']:.3f} cores)")
+        if r["store_polls_failed"]:
+            print(f"  listings of the blob store that failed (and were retried a second later): "
+                  f"{r['store_polls_failed']}")
         left = r["processes_left_after_stop"]
         print(f"  {r['processes_importing_project']} processes imported the checkout's code, none from elsewhere; "
               f"{len(left)} processes of the pipeline left after it stopped: {left}")

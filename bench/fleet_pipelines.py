@@ -209,7 +209,7 @@ class Embedded:
         return {"autopgo up": (self.log, self.log.stat().st_size if self.log.exists() else 0)}
 
     def uploads_by_server(self) -> dict[str, int]:
-        return {}  # autopgo up's API logs no access lines at INFO
+        return {"autopgo API": fm.uploads_in_access_log(self.log)}
 
     def stop(self) -> list[str]:
         """SIGTERM ``autopgo up``, wait, then SIGKILL whatever of its tree is left; the command lines killed."""
