@@ -54,6 +54,9 @@ import httpx
 import fleet_measure as fm
 
 if TYPE_CHECKING:
+    from distributed import Stack
+    from seaweed import SeaweedFS
+
     from profiling.blobs import BlobStore
 
 BENCH = Path(__file__).resolve().parent
@@ -271,8 +274,8 @@ class Distributed:
     def __init__(self, checkout: Path, work: Path, fleet: FleetSpec) -> None:
         self.checkout, self.work, self.fleet = checkout, work, fleet
         self.exits = ExitStack()
-        self.stack = None
-        self.s3 = None
+        self.stack: Stack | None = None
+        self.s3: SeaweedFS | None = None
         self.cpu = fm.ProcessTreeCpu()
         self.prefect_url = ""
         self.servers: list[str] = []
