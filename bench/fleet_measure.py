@@ -151,18 +151,33 @@ class ProcessTreeCpu:
             children[stat.ppid].append(pid)
         todo = list(self.members)
         while todo:
-            parent = todo.pop()
-            for child in children.get(parent, ()):
+            for child in children.get(todo.pop(), ()):
                 if child not in self.members:
-                    role = self.members[parent].role
-                    if parent in self.roots and self.split is not None:
-                        role = self.split(command_line(child)) or role
-                    self.members[child] = _Member(stats[child].start, stats[child].ppid, stats[child].ticks, role)
+                    self.members[child] = _Member(stats[child].start, stats[child].ppid, stats[child].ticks, "")
                     todo.append(child)
+        self._assign_roles()
         out: Counter[str] = Counter(self.lost)
         for member in self.members.values():
             out[member.role] += member.ticks
         return {role: ticks / CLOCK_TICKS for role, ticks in out.items()}
+
+    def _assign_roles(self) -> None:
+        """Give every member its role, from the roots down, again at each sample: a child seen
+        between its fork and its exec still has its parent's command line; a member whose parent
+        left the tree keeps the role it had."""
+        children = defaultdict(list)
+        for pid, member in self.members.items():
+            if pid not in self.roots and member.ppid in self.members:
+                children[member.ppid].append(pid)
+        todo = [pid for pid in self.roots if pid in self.members]
+        while todo:
+            parent = todo.pop()
+            for child in children.get(parent, ()):
+                role = self.members[parent].role
+                if parent in self.roots and self.split is not None:
+                    role = self.split(command_line(child)) or role
+                self.members[child].role = role
+                todo.append(child)
 
     def alive(self) -> list[tuple[int, int]]:
         """(pid, start time) of each member still running, as of the last sample."""
