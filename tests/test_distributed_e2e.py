@@ -107,6 +107,8 @@ def markers(p: Profile) -> dict[int, int]:
     leaf = {loc.id: names[loc.lines[0].function_id] for loc in p.locations if loc.lines}
     found: dict[int, int] = {}
     for s in p.samples:
+        if not s.location_ids:  # Go records some samples without a stack
+            continue
         name = leaf.get(s.location_ids[0], "")
         if name.startswith(MARKER):
             n = int(name.removeprefix(MARKER))
