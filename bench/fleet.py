@@ -1,4 +1,5 @@
-"""Benchmark: `autopgo up` scraping a fleet of N apps x 3 instances, as a black box.
+"""Benchmark: the pipeline scraping a fleet of N apps x 3 instances, as a black box: `autopgo up`
+on one machine, or (``--distributed``) the setup of README's "Scaling out".
 
 What it does
     1. Starts a fake fleet (bench/fleet_server.py): one asyncio process on
@@ -15,11 +16,22 @@ What it does
        at it: the working tree, or with ``--rev REV`` a temporary ``git
        worktree`` of REV. An import probe (bench/fleet_probe) checks that every
        Python process of the pipeline imports that checkout's code.
+
+       With ``--distributed``, instead, the same fleet is scraped by the
+       distributed setup, started as tests/distributed.py starts it for the
+       end-to-end test (see bench/fleet_pipelines.py): SeaweedFS as the S3 blob
+       store; PostgreSQL; Redis with prefect-redis; two Prefect API servers and
+       one services process; ``autopgo deploy --work-pool``; two ``autopgo
+       server`` on the bucket and two ``autopgo worker``, worker i uploading to
+       server i (so uploads land on both). ``--compare-embedded`` then runs
+       ``autopgo up`` of the same checkout with the same settings as well.
     3. Measures for C cycles of E from the first profile request the fleet
        gets (the pipeline's start-up until then is reported apart); lets it run
        30 s more and until the uploads staged by then are merged (at most
-       ``--drain`` seconds); reads Prefect; stops ``autopgo up`` (SIGTERM, wait,
-       then SIGKILL whatever of its process tree is left) and the fleet; and reports:
+       ``--drain`` seconds); reads Prefect; stops the pipeline (``autopgo up``:
+       SIGTERM, wait, then SIGKILL whatever of its process tree is left; the
+       distributed setup: each process's group, then SeaweedFS once the store
+       has been read) and the fleet; and reports:
 
        - scrape start lateness, p50 and p99: for each app and due time in the
          measured period, the arrival of its first profile request at the fleet
@@ -35,50 +47,88 @@ What it does
          the fleet when ``autopgo up`` was stopped "never happened" and counts
          with the lateness it had reached by then, a lower bound: a percentile
          that depends on one is shown as ">= x s".
-       - upload-to-merge, p50 and p99: the blob store's ``<app>/staging/`` is
-         polled every second; the time an upload leaves staging minus the
+       - upload-to-merge, p50 and p99: the blob store is listed every second
+         through the project's ``BlobStore`` (``open_store``: the folder, or
+         the S3 bucket); the time an upload leaves ``<app>/staging/`` minus the
          nanosecond time in its name, for uploads staged in the measured period.
          Uploads still staged at the end were never merged (lower bounds, as
-         above); rejected ones are counted apart.
-       - the pipeline's own CPU in cores over the measured period: utime, stime,
-         cutime and cstime of every process in the tree of ``autopgo up``, from
-         /proc every second (the fleet and the bench are not in that tree).
-       - errors: lines of ``autopgo up``'s output (which includes the Prefect
-         server's) with ERROR, Traceback or "database is locked", from its start
-         until the bench stops it (flow runs the stop crashes do not count);
+         above); rejected ones are counted apart. An upload staged and merged
+         between two listings is never seen, and not counted.
+       - the pipeline's own CPU over the measured period, in cores and per
+         upload (CPU seconds over the profiles the fleet served whole in the
+         period, each uploaded once), broken down by role: utime, stime,
+         cutime and cstime of every process of the pipeline and its
+         descendants, from /proc every second. ``autopgo up``:
+         its tree, by the part each process belongs to (the Prefect server, the
+         API server, the flow server with its flow runs, autopgo up itself).
+         Distributed: PostgreSQL, Redis, the Prefect API servers, the Prefect
+         services, the autopgo API servers, the workers with their flow runs,
+         SeaweedFS. The fleet and the bench are in no role, but the bench's
+         listing of the bucket every second is in SeaweedFS's figure; what
+         that listing costs SeaweedFS alone is measured for 10 s after the
+         pipeline has stopped, and shown beside it.
+       - errors: lines of the pipeline's logs (``autopgo up``'s output, which
+         includes the Prefect server's; in distributed mode each process's log)
+         with ERROR, Traceback or "database is locked", from its start until
+         the bench stops it (flow runs the stop crashes do not count);
          the number of flow runs Prefect holds, and those due by the end by
          flow and state.
        - exactly once: every marker the fleet served whole to an app before
          the end of the measured period must be in that app's merged profile
-         (``<app>/default.pgo``) once, with the values it was served with, and
-         no marker that was not served to the app may be there. A marker that
-         is still staged, was rejected, or is nowhere (lost) fails its app.
+         (``<app>/default.pgo``, read from the store) once, with the values it
+         was served with, and no marker that was not served to the app may be
+         there. A marker that is still staged, was rejected, or is nowhere
+         (lost) fails its app.
+       - the uploads each autopgo API server answered 201 (its access log).
 
        With ``--compare REV`` the same run is repeated against REV (the design
-       before) and the figures are printed side by side with their ratio.
+       before) and the figures are printed side by side with their ratio; with
+       ``--compare-embedded``, distributed next to embedded, the ratio being
+       distributed / embedded.
 
 Targets: p99 lateness < 30 s, p99 upload-to-merge < 60 s, CPU < 1 core, no
 errors, every app exactly once.
+
+Figures (2 cores; README's "Fleet scale" has the embedded ones at 1,000 apps):
+``--distributed --compare-embedded --apps 100 --every 1m --cycles 3``, 10 s profiles:
+
+    figure                       distributed                embedded (autopgo up)
+    scrape lateness p50 / p99    0.0 s / 14.2 s             0.0 s / 0.1 s
+    upload-to-merge p50 / p99    17.6 s / 66.8 s            2.0 s / 3.5 s
+    pipeline CPU                 0.78 cores                 0.34 cores
+    CPU per upload               234 ms                     109 ms  (ratio 2.14)
+    errors, exactly once         0, 100 of 100 apps         0, 100 of 100 apps
+    CPU per upload by role       workers and flow runs 112 ms, Prefect services 45,
+                                 Prefect API servers 34, SeaweedFS 22 (the bench's
+                                 listing about 7), autopgo API servers 9, PostgreSQL 8,
+                                 Redis 5; embedded: flow server and runs 60, Prefect
+                                 server 46, autopgo API 4
+
+The distributed p99 upload-to-merge is the merge runs': each starts 20-30 s
+after its trigger (the worker polls every 10 s; a new interpreter) and merges
+an app in about 0.6 s on S3 against about 40 ms on files.
 
 Profiles: 6 real CPU profiles of the Go test service (tests/goservice), scraped
 once for 5 s each and cached in ~/.cache/autopgo/bench/fleet/ (or
 $AUTOPGO_BENCH_CACHE/fleet/); building and scraping takes under a minute.
 
-How to run (by hand, from the project root; it needs the test extras for Go)
+How to run (by hand, from the project root; it needs the test extras: Go, and for
+--distributed SeaweedFS, PostgreSQL, Redis and prefect-redis)
     .venv/bin/python bench/fleet.py                                   # 1000 apps, every 5m, 10s, 3 cycles (~17 min)
     .venv/bin/python bench/fleet.py --apps 10 --every 1m --duration 5s --cycles 2
     .venv/bin/python bench/fleet.py --apps 200 --every 1m --compare main --json fleet.json
     .venv/bin/python bench/fleet.py --rev HEAD~3 --apps 50 --every 1m
+    .venv/bin/python bench/fleet.py --distributed --compare-embedded --apps 100 --every 1m   # ~25 min
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -90,9 +140,7 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -101,21 +149,18 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(BENCH))
 
 import fleet_measure as fm  # noqa: E402
+from fleet_pipelines import INSTANCES, READY_TIMEOUT, Distributed, Embedded, FleetSpec, Pipeline, PipelineDied  # noqa: E402
 from fleet_server import load_base, marked  # noqa: E402
 
 from profiling.config import parse_duration  # noqa: E402
-from profiling.names import STAGING, REJECTED  # noqa: E402
 from profiling.validate import validate  # noqa: E402
+
+if TYPE_CHECKING:
+    from profiling.blobs import BlobStore
 
 CACHE = Path(os.environ.get("AUTOPGO_BENCH_CACHE") or Path.home() / ".cache" / "autopgo" / "bench") / "fleet"
 PROFILES = 6
 PROFILE_SECONDS = 5
-INSTANCES = 3  # per app, in autopgo.yaml
-SAMPLE_SIZE = 2
-PROBE = BENCH / "fleet_probe"
-PROBE_LOG_ENV = "AUTOPGO_BENCH_IMPORT_LOG"
-READY_TIMEOUT = 600.0
-STOP_TIMEOUT = 90.0  # autopgo up gives each of its three parts 15 s, then kills
 # After the measured period, how long the pipeline keeps running at least: a scrape due at the end
 # that has not reached the fleet by then is later than the lateness target anyway, and counts as never
 # happened; uploads staged by then are waited for (see --drain).
@@ -123,6 +168,7 @@ GRACE = 30.0
 SLACK = 5.0  # a scrape may reach the fleet this much before it is due
 RUN_REACH = 60.0  # a scrape flow run fetches within this long of starting
 PROGRESS_EVERY = 30.0
+LISTING_SECONDS = 10.0  # how long the cost of the bench's own listing of the bucket is measured, after the stop
 TARGETS = {"lateness_p99": 30.0, "upload_to_merge_p99": 60.0, "cpu_cores": 1.0, "errors": 0}
 
 
@@ -227,30 +273,6 @@ def app_names(n: int) -> list[str]:
     return [f"bench-{i:04d}" for i in range(n)]
 
 
-def write_config(path: Path, apps: list[str], fleet_port: int, api_port: int, every: float, duration: float) -> None:
-    """autopgo.yaml for the fleet (as JSON, which YAML reads)."""
-    config = {
-        "blob_store": str(path.parent / "blobs"),
-        "api": {"url": f"http://127.0.0.1:{api_port}"},
-        "apps": [
-            {
-                "name": app,
-                "scrape": {
-                    "every": f"{every:g}s",
-                    "duration": f"{duration:g}s",
-                    "sample_size": SAMPLE_SIZE,
-                    "targets": {"static": [
-                        {"address": f"127.0.0.1:{fleet_port}", "path": f"/fleet/{app}/{i}/debug/pprof/profile"}
-                        for i in range(INSTANCES)
-                    ]},
-                },
-            }
-            for app in apps
-        ],
-    }
-    path.write_text(json.dumps(config, indent=1) + "\n")
-
-
 def start_fleet(work: Path, profiles: list[Path]) -> tuple[subprocess.Popen, int]:
     process = subprocess.Popen(
         [sys.executable, str(BENCH / "fleet_server.py"), "--log", str(work / "fleet.jsonl"), *map(str, profiles)],
@@ -271,55 +293,6 @@ def stop_fleet(process: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
-
-
-def start_pipeline(tree: Checkout, work: Path, config: Path, prefect_port: int) -> subprocess.Popen:
-    """``autopgo up`` from ``tree``: its cwd and the first thing on PYTHONPATH after the import probe."""
-    env = dict(os.environ)
-    env.update(PYTHONPATH=os.pathsep.join([str(PROBE), str(tree.root)]), **{PROBE_LOG_ENV: str(work / "imports.log")})
-    autopgo = Path(sys.executable).parent / "autopgo"
-    return subprocess.Popen(
-        [str(autopgo), "up", "-c", str(config), "--data", str(work / "data"), "--prefect-port", str(prefect_port)],
-        cwd=tree.root, env=env, stdin=subprocess.DEVNULL, stdout=(work / "up.log").open("wb"),
-        stderr=subprocess.STDOUT, start_new_session=True,
-    )
-
-
-def wait_ready(process: subprocess.Popen, api: str, log: Path) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
-            raise RuntimeError(f"autopgo up exited with status {process.returncode} while starting:\n{tail}")
-        try:
-            if httpx.get(f"{api}/api/ready", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"autopgo up was not ready within {READY_TIMEOUT:.0f} s")
-
-
-def stop_pipeline(process: subprocess.Popen, tree: fm.ProcessTreeCpu) -> list[str]:
-    """SIGTERM ``autopgo up``, wait, then SIGKILL whatever of its tree is left; the command lines killed."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    tree.sample()
-    killed = []
-    for pid, start in tree.alive():
-        if fm.still_running(pid, start):
-            command = fm.command_line(pid)
-            try:
-                os.kill(pid, signal.SIGKILL)
-                killed.append(command)
-            except ProcessLookupError:
-                pass
-    return killed
 
 
 def check_imports(log: Path, tree: Checkout) -> tuple[int, list[str]]:
@@ -351,29 +324,24 @@ class Settings:
     keep: bool
 
 
-class PipelineDied(Exception):
-    """autopgo up exited while it was being measured."""
-
-
 @dataclass
 class Monitor:
-    """What is watched once a second while ``autopgo up`` runs."""
+    """What is watched once a second while the pipeline runs."""
 
-    pipeline: subprocess.Popen
-    cpu: fm.ProcessTreeCpu
+    pipeline: Pipeline
     watcher: fm.StagingWatcher
     requests: fm.FleetLog
     loads: list[float] = field(default_factory=list)  # the machine's 1-minute load average, once a second
+    cpu_by_role: dict[str, float] = field(default_factory=dict)  # CPU seconds so far, at the last tick
 
     def tick(self) -> float:
         """Sample everything once; the pipeline's CPU seconds so far. Raises PipelineDied."""
-        if self.pipeline.poll() is not None:
-            raise PipelineDied(f"autopgo up exited with status {self.pipeline.returncode}")
+        self.pipeline.check()
         self.loads.append(os.getloadavg()[0])
-        used = self.cpu.sample()
+        self.cpu_by_role = self.pipeline.cpu.by_role()
         self.watcher.poll(time.time())
         self.requests.read_new()
-        return used
+        return sum(self.cpu_by_role.values())
 
     def wait_first_request(self, timeout: float) -> float:
         """When the fleet got its first profile request: the pipeline has started scraping."""
@@ -385,9 +353,10 @@ class Monitor:
             time.sleep(1.0)
         return min(r.arrival for r in self.requests.requests.values())
 
-    def measure(self, t0: float, end: float) -> tuple[float, float]:
-        """Sample until ``end`` (epoch s), reporting progress; CPU seconds used at ``t0`` and at ``end``."""
+    def measure(self, t0: float, end: float) -> tuple[dict[str, float], dict[str, float]]:
+        """Sample until ``end`` (epoch s), reporting progress; CPU seconds by role at ``t0`` and at ``end``."""
         cpu0 = self.tick()
+        roles0 = self.cpu_by_role
         self.loads.clear()
         next_report = t0 + PROGRESS_EVERY
         while (now := time.time()) < end:
@@ -399,7 +368,18 @@ class Monitor:
                       f"seen, {merged} merged; pipeline CPU {(used - cpu0) / (now - t0):.2f} cores", flush=True)
                 next_report += PROGRESS_EVERY
             time.sleep(max(0.0, 1.0 - (time.time() - now)))
-        return cpu0, self.tick()
+        self.tick()
+        return roles0, self.cpu_by_role
+
+    def listing_only(self, seconds: float) -> float:
+        """Cores the pipeline's processes still running use while only the bench lists the store, for
+        ``seconds`` once the pipeline has stopped: in distributed mode, SeaweedFS answering the listing."""
+        before = sum(self.pipeline.cpu.by_role().values())
+        start = time.monotonic()
+        while time.monotonic() - start < seconds:
+            self.watcher.poll(time.time())
+            time.sleep(1.0)
+        return (sum(self.pipeline.cpu.by_role().values()) - before) / (time.monotonic() - start)
 
     def drain(self, end: float, limit: float) -> None:
         """Go on watching until what was fetched by ``end`` has left staging, at most ``limit`` s."""
@@ -412,8 +392,15 @@ class Monitor:
               flush=True)
 
 
-def run(tree: Checkout, settings: Settings, profiles: list[Path]) -> dict[str, Any]:
-    """One benchmark run against ``tree``: the figures, as a JSON-able dict.
+def used_by_role(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds each role used between two readings, most first."""
+    used = {role: after[role] - before.get(role, 0.0) for role in after}
+    return dict(sorted(used.items(), key=lambda item: -item[1]))
+
+
+def run(tree: Checkout, settings: Settings, profiles: list[Path], mode: str) -> dict[str, Any]:
+    """One benchmark run of ``tree``'s pipeline in ``mode`` (embedded or distributed): the figures, as a
+    JSON-able dict.
 
     The measured period starts at the first profile request the fleet gets, so
     that the pipeline's start-up (reported apart) does not count as lateness,
@@ -421,22 +408,19 @@ def run(tree: Checkout, settings: Settings, profiles: list[Path]) -> dict[str, A
     """
     work = Path(tempfile.mkdtemp(prefix="autopgo-fleet-"))
     apps = app_names(settings.apps)
-    api_port, prefect_port = free_port(), free_port()
-    api, prefect = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{prefect_port}/api"
-    print(f"\n== {tree.label}: {settings.apps} apps x {INSTANCES} instances, every {settings.every:g} s, "
+    label = f"{tree.label}, {mode}"
+    print(f"\n== {label}: {settings.apps} apps x {INSTANCES} instances, every {settings.every:g} s, "
           f"{settings.duration:g} s profiles, {settings.cycles} cycles (work dir {work})", flush=True)
     fleet, fleet_port = start_fleet(work, profiles)
-    pipeline: subprocess.Popen | None = None
-    monitor: Monitor | None = None
+    spec = FleetSpec(apps, fleet_port, settings.every, settings.duration)
+    pipeline: Pipeline = (Embedded(tree.root, work, spec, free_port(), free_port()) if mode == "embedded"
+                          else Distributed(tree.root, work, spec))
     try:
-        write_config(work / "autopgo.yaml", apps, fleet_port, api_port, settings.every, settings.duration)
         launched = time.time()
-        pipeline = start_pipeline(tree, work, work / "autopgo.yaml", prefect_port)
-        monitor = Monitor(pipeline, fm.ProcessTreeCpu(pipeline.pid), fm.StagingWatcher(work / "blobs"),
-                          fm.FleetLog(work / "fleet.jsonl"))
-        wait_ready(pipeline, api, work / "up.log")
+        pipeline.start()
         ready = time.time()
         print(f"  API ready after {ready - launched:.1f} s", flush=True)
+        monitor = Monitor(pipeline, fm.StagingWatcher(pipeline.store), fm.FleetLog(work / "fleet.jsonl"))
         t0 = monitor.wait_first_request(settings.every + READY_TIMEOUT)
         t_end = t0 + settings.cycles * settings.every
         print(f"  first profile request after {t0 - launched:.1f} s; measuring for {t_end - t0:g} s", flush=True)
@@ -448,50 +432,61 @@ def run(tree: Checkout, settings: Settings, profiles: list[Path]) -> dict[str, A
             died = str(exc)
             print(f"  {died} after {time.time() - t0:.0f} s of the measured period", flush=True)
             t_end = min(t_end, time.time())
-            cpu0, cpu_end = math.nan, math.nan
+            cpu0, cpu_end = {}, {}
         imported, outside = check_imports(work / "imports.log", tree)
         if outside:
-            raise RuntimeError(f"{tree.label}: the pipeline imported code from outside {tree.root}: {outside[:3]}")
-        alive = pipeline.poll() is None
-        runs, created = fm.flow_runs(prefect, time.time()) if alive else ([], 0)
-        deployments = fm.deployment_names(prefect) if alive else []
+            raise RuntimeError(f"{label}: the pipeline imported code from outside {tree.root}: {outside[:3]}")
+        runs, created = fm.flow_runs(pipeline.prefect_url, time.time()) if died is None else ([], 0)
+        deployments = fm.deployment_names(pipeline.prefect_url) if died is None else []
         until = time.time()
-        log_size = (work / "up.log").stat().st_size  # what stopping logs (runs crashed by the stop) does not count
-        left = stop_pipeline(pipeline, monitor.cpu)
+        logs = pipeline.logs()  # what stopping logs (runs crashed by the stop) does not count
+        left = pipeline.stop()
+        listing = monitor.listing_only(LISTING_SECONDS) if mode == "distributed" else 0.0
         monitor.watcher.poll(time.time())
         stop_fleet(fleet)
         monitor.requests.read_new()
-        result = analyse(tree, settings, apps, profiles, work, monitor.watcher, monitor.requests, runs, deployments,
-                         t0, t_end, until, log_size)
+        if settings.keep:  # the distributed setup's database goes with it
+            (work / "flow_runs.json").write_text(json.dumps([dataclasses.asdict(r) for r in runs], indent=1) + "\n")
+        result = analyse(tree, settings, apps, profiles, pipeline.store, monitor.watcher, monitor.requests, runs,
+                         deployments, t0, t_end, until, logs)
+        by_role = used_by_role(cpu0, cpu_end)
         result.update(
+            label=label,
+            mode=mode,
             startup_ready_s=ready - launched,
             startup_first_request_s=t0 - launched,
             died=died,
-            cpu_cores=(cpu_end - cpu0) / (t_end - t0),
+            cpu_cores=sum(by_role.values()) / (t_end - t0) if by_role else math.nan,
+            cpu_seconds_by_role=by_role,
+            uploads_by_server=pipeline.uploads_by_server(),
             load_average=statistics.fmean(monitor.loads) if monitor.loads else math.nan,
             cpus=os.cpu_count(),
             flow_runs_created=created,
-            processes_killed_after_stop=left,
+            processes_left_after_stop=left,
             processes_importing_project=imported,
+            store_polls_failed=monitor.watcher.failed_polls,
+            store_listing_cores=listing,
         )
+        uploads = result["fleet"]["served_in_period"]
+        result["cpu_ms_per_upload"] = 1000 * sum(by_role.values()) / uploads if uploads and by_role else math.nan
         return result
     finally:
-        if pipeline is not None:  # stopped already unless something failed; then, whatever is left of it
-            stop_pipeline(pipeline, monitor.cpu if monitor is not None else fm.ProcessTreeCpu(pipeline.pid))
-        if fleet.poll() is None:
-            stop_fleet(fleet)
-        if settings.keep:
-            print(f"  kept {work}", flush=True)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        try:
+            pipeline.close()  # stopped already unless something failed; then, whatever is left of it
+        finally:
+            if fleet.poll() is None:
+                stop_fleet(fleet)
+            if settings.keep:
+                print(f"  kept {work}", flush=True)
+            else:
+                shutil.rmtree(work, ignore_errors=True)
 
 
-def analyse(tree: Checkout, settings: Settings, apps: list[str], profiles: list[Path], work: Path,
+def analyse(tree: Checkout, settings: Settings, apps: list[str], profiles: list[Path], store: BlobStore,
             watcher: fm.StagingWatcher, requests: fm.FleetLog, runs: list[fm.FlowRun], deployments: list[str],
-            t0: float, t_end: float, until: float, log_size: int) -> dict[str, Any]:
-    """The figures of a run measured from ``t0`` to ``t_end`` and observed until ``until``, when
-    ``autopgo up``'s output was ``log_size`` bytes long."""
-    blobs = work / "blobs"
+            t0: float, t_end: float, until: float, logs: dict[str, tuple[Path, int | None]]) -> dict[str, Any]:
+    """The figures of a run measured from ``t0`` to ``t_end`` and observed until ``until``, with the
+    pipeline's logs as they were then."""
     arrivals = requests.arrivals()
     # Lateness: against the per-app deployments' flow runs, or against the schedule.
     per_app = f"scrape-{apps[0]}" in deployments
@@ -510,14 +505,12 @@ def analyse(tree: Checkout, settings: Settings, apps: list[str], profiles: list[
         lo, hi = t0 + c * settings.every, t0 + (c + 1) * settings.every
         cycles.append(delay_figures([s.lateness(until) for s in scrapes if lo <= s.due < hi]))
     # Upload to merge.
-    rejected = fm.rejected_names(blobs)
-    merge_times = fm.upload_to_merge(watcher.uploads.values(), t0, t_end, rejected, until)
+    merge_times = fm.upload_to_merge(watcher.uploads.values(), t0, t_end, watcher.rejected, until)
     # Exactly once.
-    exact = exactly_once(apps, blobs, requests, served_values(requests, profiles), t_end)
-    errors = fm.error_lines(work / "up.log", log_size)
+    exact = exactly_once(apps, store, watcher, requests, served_values(requests, profiles), t_end)
+    errors = fm.error_lines(logs)
     ok_requests = [r for r in requests.requests.values() if r.ok]
     return {
-        "label": tree.label,
         "apps": settings.apps,
         "every_s": settings.every,
         "duration_s": settings.duration,
@@ -525,15 +518,20 @@ def analyse(tree: Checkout, settings: Settings, apps: list[str], profiles: list[
         "measured_s": t_end - t0,
         "due_times_from": due_source,
         "lateness": {**delay_figures([s.lateness(until) for s in scrapes]), "by_cycle": cycles},
-        "upload_to_merge": {**delay_figures(merge_times), "rejected": len(rejected)},
-        "errors": {"lines": errors.lines, "kinds": dict(errors.kinds), "examples": errors.examples},
+        "upload_to_merge": {**delay_figures(merge_times), "rejected": len(watcher.rejected)},
+        "errors": {"lines": errors.lines, "kinds": dict(errors.kinds), "by_log": dict(errors.by_log),
+                   "examples": errors.examples},
         "flow_runs_due_by_state": fm.runs_by_state(runs),
+        "flow_runs_repeated": fm.repeated_runs(runs),
         "exactly_once": exact,
         "fleet": {
             "requests": len(requests.requests),
             "answered": len(ok_requests),
             "hung_up": sum(1 for r in requests.requests.values() if r.end is not None and not r.ok),
             "refused_busy": requests.busy,
+            # Each profile served whole is uploaded once: the uploads of the measured period, whether or
+            # not the watcher saw them staged (one merged less than a second after its upload is never seen).
+            "served_in_period": sum(1 for r in ok_requests if r.end is not None and t0 <= r.end < t_end),
         },
     }
 
@@ -553,16 +551,17 @@ def served_values(requests: fm.FleetLog, profiles: list[Path]) -> dict[int, tupl
     return {m: bases[m % len(bases)] for m in requests.requests}
 
 
-def exactly_once(apps: list[str], blobs: Path, requests: fm.FleetLog, values: dict[int, tuple[int, ...]],
-                 end: float) -> dict[str, Any]:
+def exactly_once(apps: list[str], store: BlobStore, watcher: fm.StagingWatcher, requests: fm.FleetLog,
+                 values: dict[int, tuple[int, ...]], end: float) -> dict[str, Any]:
+    """Each app's merged profile (read from the store) against what the fleet served it."""
     served: dict[str, dict[int, fm.Request]] = {app: {} for app in apps}
     for request in requests.requests.values():
         served.setdefault(request.app, {})[request.marker] = request
-    staged = set(fm.markers_in_files(fm.leftover_files(blobs, STAGING)))
-    rejected = set(fm.markers_in_files(fm.leftover_files(blobs, REJECTED)))
-    paths = {app: fm.merged_path(blobs, app) for app in apps}
-    with ProcessPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        merged = dict(zip(apps, pool.map(merged_or_empty, paths.values(), chunksize=16)))
+    staged = set(fm.markers_in_blobs(store, watcher.staged_keys()))
+    rejected = set(fm.markers_in_blobs(store, watcher.rejected.values()))
+    with ThreadPoolExecutor(8) as fetch, ProcessPoolExecutor(max_workers=os.cpu_count() or 1) as decode:
+        datas = fetch.map(lambda app: fm.merged_bytes(store, app), apps)
+        merged = dict(zip(apps, decode.map(fm.merged_markers, datas, chunksize=16)))
     checks = []
     for app in apps:
         in_scope = {m for m, r in served[app].items() if r.ok and r.end is not None and r.end < end}
@@ -583,10 +582,6 @@ def exactly_once(apps: list[str], blobs: Path, requests: fm.FleetLog, values: di
             for c in bad[:5]
         ],
     }
-
-
-def merged_or_empty(path: Path) -> dict[int, list[tuple[int, ...]]]:
-    return fm.merged_markers(path) if path.exists() else {}
 
 
 # --------------------------------------------------------------------------- the report
@@ -618,7 +613,8 @@ def rows(r: dict[str, Any]) -> list[tuple[str, str, str, float | None]]:
         ("uploads / never merged / rejected", "", f"{merge['count']} / {merge['never']} / {merge['rejected']}", None),
         ("pipeline CPU", "< 1 core", f"{r['cpu_cores']:.2f} cores {verdict(r['cpu_cores'] < TARGETS['cpu_cores'])}",
          r["cpu_cores"]),
-        ("error lines in autopgo up's output", "0", f"{errors['lines']} {verdict(errors['lines'] == 0)}",
+        ("pipeline CPU per upload", "", f"{r['cpu_ms_per_upload']:.0f} ms", r["cpu_ms_per_upload"]),
+        ("error lines in the pipeline's logs", "0", f"{errors['lines']} {verdict(errors['lines'] == 0)}",
          errors["lines"]),
         ("flow runs created / due by the end", "", f"{r['flow_runs_created']} / {runs}", r["flow_runs_created"]),
         ("exactly once: apps OK / not", "all", f"{exact['apps_ok']} / {exact['apps_not_ok']} "
@@ -661,6 +657,8 @@ def report(results: list[dict[str, Any]]) -> None:
                   f"p99 {seconds(cyc['p99_s'], cyc['p99_exact'])}, {cyc['count']} due, {cyc['never']} never happened")
         for flow, states in r["flow_runs_due_by_state"].items():
             print(f"  {flow} runs: " + ", ".join(f"{n} {state}" for state, n in states.items()))
+        for deployment, n in r["flow_runs_repeated"].items():
+            print(f"  deployment {deployment}: {n} runs more than one per expected start time")
         f = r["fleet"]
         print(f"  fleet: {f['requests']} requests, {f['answered']} answered, {f['hung_up']} hung up, "
               f"{f['refused_busy']} refused (instance busy)")
@@ -670,12 +668,36 @@ def report(results: list[dict[str, Any]]) -> None:
         for example in e["examples"]:
             print(f"    {example}")
         if r["errors"]["lines"]:
-            print(f"  error lines by kind: {r['errors']['kinds']}; first ones:")
+            print(f"  error lines by kind: {r['errors']['kinds']}, by log: {r['errors']['by_log']}; first ones:")
             for example in r["errors"]["examples"]:
                 print(f"    {example}")
-        killed = r["processes_killed_after_stop"]
+        if r["uploads_by_server"]:
+            print("  uploads answered 201, by autopgo API server: "
+                  + ", ".join(f"{name} {n}" for name, n in r["uploads_by_server"].items()))
+        print("  CPU by role over the measured period (cores; CPU per upload; share):")
+        for line in role_lines(r):
+            print(f"    {line}")
+        if r["mode"] == "distributed":
+            print(f"    (SeaweedFS answering only the bench's listing of the bucket, once a second, after the stop: "
+                  f"{r['store_listing_cores']:.3f} cores)")
+        if r["store_polls_failed"]:
+            print(f"  listings of the blob store that failed (and were retried a second later): "
+                  f"{r['store_polls_failed']}")
+        left = r["processes_left_after_stop"]
         print(f"  {r['processes_importing_project']} processes imported the checkout's code, none from elsewhere; "
-              f"{len(killed)} processes of its tree left after autopgo up stopped, killed: {killed}")
+              f"{len(left)} processes of the pipeline left after it stopped: {left}")
+
+
+def role_lines(r: dict[str, Any]) -> list[str]:
+    """One line per role of a run: its cores, CPU per upload and share of the pipeline's CPU."""
+    by_role, uploads = r["cpu_seconds_by_role"], r["fleet"]["served_in_period"]
+    total = sum(by_role.values())
+    if not by_role or not total:
+        return ["n/a"]
+    width = max(map(len, by_role))
+    per_upload = (lambda used: f"{1000 * used / uploads:6.0f} ms") if uploads else (lambda used: "   n/a")
+    return [f"{role.ljust(width)}  {used / r['measured_s']:5.2f} cores  {per_upload(used)}  {100 * used / total:3.0f} %"
+            for role, used in [*by_role.items(), ("all", total)]]
 
 
 def finite(value: Any) -> Any:
@@ -701,6 +723,11 @@ def main() -> int:
     parser.add_argument("--cycles", type=int, default=3, help="measured period in intervals (default 3)")
     parser.add_argument("--rev", help="run the pipeline of this git revision instead of the working tree")
     parser.add_argument("--compare", metavar="REV", help="also run the pipeline of REV (the design before) and compare")
+    parser.add_argument("--distributed", action="store_true",
+                        help="run the distributed setup of README's Scaling out (PostgreSQL, Redis, 2 Prefect API "
+                        "servers and the services, 2 autopgo servers on SeaweedFS, 2 workers) instead of autopgo up")
+    parser.add_argument("--compare-embedded", action="store_true",
+                        help="with --distributed: also run autopgo up of the same checkout, and compare")
     parser.add_argument("--drain", type=float, default=120.0,
                         help="after the measured period, wait at most this many seconds for uploads to be merged (120)")
     parser.add_argument("--due", choices=("auto", "schedule", "runs"), default="auto",
@@ -710,6 +737,10 @@ def main() -> int:
     args = parser.parse_args()
     if args.apps < 1 or args.cycles < 1:
         parser.error("--apps and --cycles must be at least 1")
+    if args.compare_embedded and not args.distributed:
+        parser.error("--compare-embedded compares with --distributed: give both")
+    if args.compare_embedded and args.compare:
+        parser.error("give --compare REV or --compare-embedded, not both")
     settings = Settings(
         apps=args.apps,
         every=parse_duration(args.every, "--every").total_seconds(),
@@ -720,10 +751,16 @@ def main() -> int:
         keep=args.keep,
     )
     profiles = ensure_profiles()
+    mode = "distributed" if args.distributed else "embedded"
+    runs = [(args.rev, mode)]
+    if args.compare:
+        runs.append((args.compare, mode))
+    if args.compare_embedded:
+        runs.append((args.rev, "embedded"))
     results = []
-    for rev in [args.rev, *([args.compare] if args.compare else [])]:
+    for rev, run_mode in runs:
         with checkout(rev) as tree:
-            results.append(run(tree, settings, profiles))
+            results.append(run(tree, settings, profiles, run_mode))
     report(results)
     if args.json:
         args.json.write_text(json.dumps(finite(results), indent=2) + "\n")

@@ -2,8 +2,9 @@
 and the pure functions that turn what they read into figures.
 
 Nothing here knows how the pipeline works inside: it reads the processes
-``autopgo up`` started, the files its file blob store holds, what the fake
-fleet was asked for, and Prefect's REST API.
+the pipeline runs (``autopgo up``'s tree, or each process of the distributed
+setup), its blob store through the project's ``BlobStore`` (a folder or S3),
+what the fake fleet was asked for, and Prefect's REST API.
 """
 
 from __future__ import annotations
@@ -14,17 +15,21 @@ import os
 import re
 from bisect import bisect_left
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import httpx
 
 from fleet_server import MARKER_PREFIX
 from profiling.codec import decode, decompress
-from profiling.names import MERGED_NAME, REJECTED, STAGING, time_of
+from profiling.errors import BlobNotFoundError, BlobStoreError
+from profiling.names import REJECTED, STAGING, merged_key, time_of
+
+if TYPE_CHECKING:
+    from profiling.blobs import BlobStore
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 MARKER = re.compile(re.escape(MARKER_PREFIX.encode()))
@@ -58,7 +63,7 @@ def percentile(delays: Sequence[Delay], q: float) -> Delay | None:
     return Delay(ordered[rank].seconds, exact)
 
 
-# --------------------------------------------------------------------------- CPU of a process tree
+# --------------------------------------------------------------------------- CPU of process trees, by role
 
 
 @dataclass(slots=True)
@@ -66,6 +71,7 @@ class _Member:
     start: int  # start time in clock ticks: with the pid, names one process
     ppid: int
     ticks: int  # utime + stime + cutime + cstime when last read
+    role: str
 
 
 class _Stat(NamedTuple):
@@ -86,36 +92,58 @@ def _read_stat(pid: int) -> _Stat | None:
     return _Stat(int(fields[1]), sum(int(x) for x in fields[11:15]), int(fields[19]), fields[0] == b"Z")
 
 
+def _all_stats() -> dict[int, _Stat]:
+    stats: dict[int, _Stat] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and (stat := _read_stat(int(entry.name))) is not None:
+            stats[int(entry.name)] = stat
+    return stats
+
+
 class ProcessTreeCpu:
-    """CPU time used so far by a process and all its descendants, read from /proc.
+    """CPU time used so far by some processes (the roots, each with a role) and all their
+    descendants, by role, read from /proc (one pass over it per sample, whatever the number of roots).
 
     Each live member counts with its own time plus that of the children it
     reaped (cutime, cstime), so a child that ends and is reaped by a member
-    stays counted through its parent. A member that ends after losing its
-    parent (reaped by init, not by the tree) keeps its last reading. Members
-    are remembered by pid and start time, so a process that left the tree
-    (re-parented) is still followed.
+    stays counted through its parent, in the parent's role. A member that ends
+    after losing its parent (reaped by init, not by the tree) keeps its last
+    reading. Members are remembered by pid and start time, so a process that
+    left the tree (re-parented) is still followed.
+
+    A descendant has its parent's role; but a root's direct child gets the role
+    ``split(its command line)`` names, if it names one: that is how the parts
+    ``autopgo up`` starts are told apart.
     """
 
-    def __init__(self, root: int) -> None:
+    def __init__(self, roots: Mapping[int, str] | None = None, split: Callable[[str], str | None] | None = None) -> None:
         self.members: dict[int, _Member] = {}
-        self.lost = 0
-        stat = _read_stat(root)
+        self.roots: set[int] = set()
+        self.lost: Counter[str] = Counter()
+        self.split = split
+        for pid, role in (roots or {}).items():
+            self.add(pid, role)
+
+    def add(self, pid: int, role: str) -> None:
+        """Follow ``pid`` and its descendants from now on, as ``role``."""
+        stat = _read_stat(pid)
         if stat is not None:
-            self.members[root] = _Member(stat.start, stat.ppid, stat.ticks)
+            self.members[pid] = _Member(stat.start, stat.ppid, stat.ticks, role)
+            self.roots.add(pid)
 
     def sample(self) -> float:
-        """CPU seconds used by the tree so far."""
-        stats: dict[int, _Stat] = {}
-        for entry in os.scandir("/proc"):
-            if entry.name.isdigit() and (stat := _read_stat(int(entry.name))) is not None:
-                stats[int(entry.name)] = stat
+        """CPU seconds used by every tree so far."""
+        return sum(self.by_role().values())
+
+    def by_role(self) -> dict[str, float]:
+        """CPU seconds used so far by each role's processes."""
+        stats = _all_stats()
         gone = [pid for pid, m in self.members.items() if pid not in stats or stats[pid].start != m.start]
         known = set(self.members)
         for pid in gone:
             member = self.members.pop(pid)
             if member.ppid not in known:
-                self.lost += member.ticks  # reaped outside the tree: its time is nowhere else
+                self.lost[member.role] += member.ticks  # reaped outside the tree: its time is nowhere else
         for pid, member in self.members.items():
             member.ppid, member.ticks = stats[pid].ppid, stats[pid].ticks
         children = defaultdict(list)
@@ -125,9 +153,31 @@ class ProcessTreeCpu:
         while todo:
             for child in children.get(todo.pop(), ()):
                 if child not in self.members:
-                    self.members[child] = _Member(stats[child].start, stats[child].ppid, stats[child].ticks)
+                    self.members[child] = _Member(stats[child].start, stats[child].ppid, stats[child].ticks, "")
                     todo.append(child)
-        return (self.lost + sum(m.ticks for m in self.members.values())) / CLOCK_TICKS
+        self._assign_roles()
+        out: Counter[str] = Counter(self.lost)
+        for member in self.members.values():
+            out[member.role] += member.ticks
+        return {role: ticks / CLOCK_TICKS for role, ticks in out.items()}
+
+    def _assign_roles(self) -> None:
+        """Give every member its role, from the roots down, again at each sample: a child seen
+        between its fork and its exec still has its parent's command line; a member whose parent
+        left the tree keeps the role it had."""
+        children = defaultdict(list)
+        for pid, member in self.members.items():
+            if pid not in self.roots and member.ppid in self.members:
+                children[member.ppid].append(pid)
+        todo = [pid for pid in self.roots if pid in self.members]
+        while todo:
+            parent = todo.pop()
+            for child in children.get(parent, ()):
+                role = self.members[parent].role
+                if parent in self.roots and self.split is not None:
+                    role = self.split(command_line(child)) or role
+                self.members[child].role = role
+                todo.append(child)
 
     def alive(self) -> list[tuple[int, int]]:
         """(pid, start time) of each member still running, as of the last sample."""
@@ -154,34 +204,46 @@ def still_running(pid: int, start: int) -> bool:
 @dataclass(slots=True)
 class Upload:
     app: str
-    name: str  # the file name in <app>/staging/
+    name: str  # the name in <app>/staging/
     staged: float  # epoch seconds, from the nanosecond time in the name
     gone: float | None = None  # when it was first seen missing from staging
 
 
 class StagingWatcher:
-    """Polls ``<blobs>/<app>/staging/`` of a file blob store: when each upload appeared and disappeared."""
+    """Lists the blob store (any ``BlobStore``: a folder or S3) at each poll: when each upload appeared
+    in and left ``<app>/staging/``, and which were moved to ``<app>/rejected/``.
 
-    def __init__(self, blobs: Path) -> None:
-        self.blobs = blobs
+    One listing of the whole store per poll, not one per app: on S3 that is a
+    request per 1,000 keys, which the store's server pays for (and the bench's
+    own CPU figures count, on SeaweedFS).
+    """
+
+    def __init__(self, store: BlobStore) -> None:
+        self.store = store
         self.uploads: dict[tuple[str, str], Upload] = {}
-        self._present: set[tuple[str, str]] = set()
+        self.rejected: dict[tuple[str, str], str] = {}  # (app, staged name) -> its key in rejected/
+        self._present: dict[tuple[str, str], str] = {}  # (app, name) -> its key, staged now
+        self.failed_polls = 0
 
     def poll(self, now: float) -> int:
-        """Look once; how many uploads are staged now."""
-        present = set()
-        for app in _subdirs(self.blobs):
-            try:
-                with os.scandir(self.blobs / app / STAGING) as entries:
-                    names = [e.name for e in entries if not e.name.startswith(".")]
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            for name in names:
-                key = (app, name)
-                present.add(key)
-                if key not in self.uploads:
-                    self.uploads[key] = Upload(app, name, time_of(name) / 1e9)
-        for key in self._present - present:
+        """Look once; how many uploads are staged now (as of the last listing that worked)."""
+        present: dict[tuple[str, str], str] = {}
+        try:
+            for info in self.store.list(""):
+                app, _, rest = info.key.partition("/")
+                folder, _, name = rest.partition("/")
+                if not name or "/" in name:
+                    continue
+                if folder == STAGING:
+                    present[(app, name)] = info.key
+                    if (app, name) not in self.uploads:
+                        self.uploads[(app, name)] = Upload(app, name, time_of(name) / 1e9)
+                elif folder == REJECTED:
+                    self.rejected[(app, name.split(".pb.gz")[0] + ".pb.gz")] = info.key
+        except BlobStoreError:
+            self.failed_polls += 1  # a listing that failed tells nothing: try again at the next poll
+            return len(self._present)
+        for key in self._present.keys() - present.keys():
             self.uploads[key].gone = now
         self._present = present
         return len(present)
@@ -190,38 +252,18 @@ class StagingWatcher:
         """How many uploads staged before ``when`` are still there."""
         return sum(1 for key in self._present if self.uploads[key].staged < when)
 
-
-def _subdirs(path: Path) -> list[str]:
-    try:
-        with os.scandir(path) as entries:
-            return [e.name for e in entries if e.is_dir() and not e.name.startswith(".")]
-    except FileNotFoundError:
-        return []
+    def staged_keys(self) -> list[str]:
+        """The keys of the uploads staged at the last poll."""
+        return list(self._present.values())
 
 
-def rejected_names(blobs: Path) -> set[tuple[str, str]]:
-    """(app, staged name) of every upload moved to ``<app>/rejected/``."""
-    out = set()
-    for app in _subdirs(blobs):
-        for name in _files(blobs / app / REJECTED):
-            out.add((app, name.split(".pb.gz")[0] + ".pb.gz"))
-    return out
-
-
-def _files(path: Path) -> list[str]:
-    try:
-        with os.scandir(path) as entries:
-            return [e.name for e in entries if e.is_file() and not e.name.startswith(".")]
-    except FileNotFoundError:
-        return []
-
-
-def upload_to_merge(uploads: Iterable[Upload], start: float, end: float, rejected: set[tuple[str, str]],
+def upload_to_merge(uploads: Iterable[Upload], start: float, end: float, rejected: Iterable[tuple[str, str]],
                     until: float) -> list[Delay]:
     """From upload to leaving staging, for uploads staged in [start, end) and not rejected.
 
     An upload still staged when observation ended at ``until`` has a lower bound.
     """
+    rejected = set(rejected)
     out = []
     for upload in uploads:
         if start <= upload.staged < end and (upload.app, upload.name) not in rejected:
@@ -230,34 +272,39 @@ def upload_to_merge(uploads: Iterable[Upload], start: float, end: float, rejecte
     return out
 
 
-def markers_in_files(paths: Iterable[Path]) -> dict[int, Path]:
-    """Each marker named in the given (gzip) profiles, without decoding them."""
+def markers_in_blobs(store: BlobStore, keys: Iterable[str]) -> dict[int, str]:
+    """Each marker named in the given (gzip) profiles of the store, without decoding them."""
     out = {}
-    for path in paths:
+    for key in keys:
         try:
-            raw = decompress(path.read_bytes())
-        except (OSError, ValueError):
+            raw = decompress(store.get(key))
+        except (BlobNotFoundError, BlobStoreError, ValueError):
             continue
         for match in MARKER.finditer(raw):
             # A string of the string table, its length in the byte before it (a short
             # string's varint); what follows is the next field's tag, maybe a digit too.
             name = raw[match.start() : match.start() + raw[match.start() - 1]]
-            out[int(name[len(MARKER_PREFIX) :])] = path
+            out[int(name[len(MARKER_PREFIX) :])] = key
     return out
 
 
-def leftover_files(blobs: Path, folder: str) -> list[Path]:
-    """Every file in ``<app>/<folder>/`` (staging or rejected) of every app."""
-    return [blobs / app / folder / name for app in _subdirs(blobs) for name in _files(blobs / app / folder)]
+def merged_bytes(store: BlobStore, app: str) -> bytes | None:
+    """The app's merged profile as stored, or None if it has none."""
+    try:
+        return store.get(merged_key(app))
+    except BlobNotFoundError:
+        return None
 
 
-def merged_markers(path: Path) -> dict[int, list[tuple[int, ...]]]:
+def merged_markers(data: bytes | None) -> dict[int, list[tuple[int, ...]]]:
     """The values of every sample at a marker function in a merged profile, by marker.
 
     A marker merged once has one sample with the values the fleet served; merged
     twice, its sample's values add up (google/pprof merges equal stacks).
     """
-    profile = decode(path.read_bytes())
+    if data is None:
+        return {}
+    profile = decode(data)
     by_function = {
         f.id: int(f.name[len(MARKER_PREFIX) :]) for f in profile.functions if f.name.startswith(MARKER_PREFIX)
     }
@@ -272,10 +319,6 @@ def merged_markers(path: Path) -> dict[int, list[tuple[int, ...]]]:
             if loc_id in by_location:
                 out[by_location[loc_id]].append(tuple(sample.values))
     return dict(out)
-
-
-def merged_path(blobs: Path, app: str) -> Path:
-    return blobs / app / MERGED_NAME
 
 
 # --------------------------------------------------------------------------- the fleet's log
@@ -366,6 +409,8 @@ class FlowRun:
     start: float | None  # start_time
     state_type: str
     state_name: str
+    name: str = ""  # Prefect's name of the run
+    worker: str = ""  # infrastructure_pid: the host and pid of the process that ran it
 
 
 def scrape_starts(arrivals: Sequence[float], gap: float) -> list[float]:
@@ -492,6 +537,8 @@ def flow_runs(api: str, before: float) -> tuple[list[FlowRun], int]:
             start=_epoch(r.get("start_time")),
             state_type=r.get("state_type") or "",
             state_name=r.get("state_name") or "",
+            name=r.get("name") or "",
+            worker=r.get("infrastructure_pid") or "",
         )
         for r in rows
     ]
@@ -503,6 +550,16 @@ def deployment_names(api: str) -> list[str]:
         return [d["name"] for d in _paged(client, "/deployments/filter", {})]
 
 
+def repeated_runs(runs: Iterable[FlowRun]) -> dict[str, int]:
+    """Deployment -> runs beyond the first with the same expected start time (a schedule's tick
+    should have one run): 0 everywhere unless a tick was run twice."""
+    ticks = Counter((r.deployment, r.expected) for r in runs if r.deployment)
+    out: Counter[str] = Counter()
+    for (deployment, _), n in ticks.items():
+        out[deployment] += n - 1
+    return {deployment: n for deployment, n in sorted(out.items()) if n}
+
+
 def runs_by_state(runs: Iterable[FlowRun]) -> dict[str, dict[str, int]]:
     """Flow name -> state name -> how many runs."""
     out: dict[str, Counter[str]] = defaultdict(Counter)
@@ -511,32 +568,47 @@ def runs_by_state(runs: Iterable[FlowRun]) -> dict[str, dict[str, int]]:
     return {flow: dict(sorted(states.items())) for flow, states in sorted(out.items())}
 
 
-# --------------------------------------------------------------------------- autopgo up's output
+# --------------------------------------------------------------------------- the pipeline's output
 
 
 @dataclass(slots=True)
 class ErrorLines:
     lines: int = 0  # lines with any of the kinds
     kinds: Counter[str] = field(default_factory=Counter)
+    by_log: Counter[str] = field(default_factory=Counter)  # lines per log, by the log's name
     examples: list[str] = field(default_factory=list)  # the first few distinct ones
 
 
-def error_lines(log: Path, upto: int | None = None) -> ErrorLines:
-    """Lines of ``log`` (its first ``upto`` bytes) with ERROR, Traceback or 'database is locked'."""
+def error_lines(logs: Mapping[str, tuple[Path, int | None]]) -> ErrorLines:
+    """Lines with ERROR, Traceback or 'database is locked' in the logs, by name: (file, its first
+    ``upto`` bytes, or all of it for None)."""
     out = ErrorLines()
-    try:
-        with log.open("rb") as f:
-            text = f.read(upto if upto is not None else -1).decode(errors="replace")
-    except FileNotFoundError:
-        return out
-    for line in text.splitlines():
-        found = ERROR_LINE.findall(line)
-        if not found:
+    for name, (log, upto) in logs.items():
+        try:
+            with log.open("rb") as f:
+                text = f.read(upto if upto is not None else -1).decode(errors="replace")
+        except FileNotFoundError:
             continue
-        out.lines += 1
-        for kind in dict.fromkeys(found):
-            out.kinds[kind] += 1
-        short = line.strip()[:200]
-        if len(out.examples) < 5 and short not in out.examples:
-            out.examples.append(short)
+        for line in text.splitlines():
+            found = ERROR_LINE.findall(line)
+            if not found:
+                continue
+            out.lines += 1
+            out.by_log[name] += 1
+            for kind in dict.fromkeys(found):
+                out.kinds[kind] += 1
+            short = f"{name}: {line.strip()[:200]}"
+            if len(out.examples) < 5 and short not in out.examples:
+                out.examples.append(short)
     return out
+
+
+UPLOAD_ACCESS_LINE = re.compile(rb'"POST /api/profile/[^" ]+" 201 ')
+
+
+def uploads_in_access_log(log: Path) -> int:
+    """How many uploads an autopgo API server answered 201, by its access log lines."""
+    try:
+        return len(UPLOAD_ACCESS_LINE.findall(log.read_bytes()))
+    except FileNotFoundError:
+        return 0

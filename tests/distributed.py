@@ -12,7 +12,9 @@ server lays it out, with real parts only, every process on 127.0.0.1 on a free p
   --no-services`` and one ``prefect server services start``, sharing the database and Redis
   (messaging broker and cache, causal ordering, concurrency leases, docket) and never migrating
   on start, so that no two processes migrate at once;
-- whatever a test starts through ``Stack.start`` (workers), stopped with the rest.
+- whatever a test starts through ``Stack.start`` (workers), stopped with the rest: for autopgo's
+  part, as the README's "Scaling out" starts it, ``run_client`` (``autopgo deploy``, ``prefect
+  automation create``), ``start_autopgo_server`` and ``start_autopgo_worker``.
 
 The S3 store is the session's SeaweedFS (``seaweed.py``): clients and workers get its
 credentials. Each process has a PREFECT_HOME of its own and the stack's marker in its
@@ -21,7 +23,8 @@ or, for PostgreSQL and Redis, which overwrite their environment with their proce
 their working folder), and stopping the stack fails if there is one.
 
 ``prefect_stack`` is a module-scoped fixture; ``distributed_stack`` the same as a context
-manager, for a test that checks what is left after the stop.
+manager, for a test that checks what is left after the stop, and for bench/fleet.py's
+distributed mode, which runs the same stack.
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ from seaweed import SeaweedFS
 log = logging.getLogger(__name__)
 
 MARKER_ENV = "AUTOPGO_TEST_STACK"
+README = Path(__file__).resolve().parent.parent / "README.md"
+HEARTBEAT_SECONDS = "30"  # PREFECT_FLOWS_HEARTBEAT_FREQUENCY on the workers, as the README sets it
 START_TIMEOUT = 180.0  # seconds for a Prefect server on a busy 2-core machine
 # What makes Prefect's server processes share Redis instead of their in-memory defaults.
 REDIS_MODULES = {
@@ -108,6 +113,7 @@ class Stack:
     redis_port: int = 0
     api_ports: list[int] = field(default_factory=list)
     processes: list[Process] = field(default_factory=list, repr=False)
+    by_name: dict[str, Process] = field(default_factory=dict, repr=False)  # what ``start`` was told
 
     @property
     def marker(self) -> str:
@@ -159,6 +165,7 @@ class Stack:
         """Start a process that belongs to the stack (logging to ``<workdir>/<name>.log``)."""
         process = Process(argv, env, self.workdir / f"{name}.log", stop_signal=stop_signal, user=user)
         self.processes.append(process)
+        self.by_name[name] = process
         return process
 
     def log_of(self, name: str) -> str:
@@ -173,8 +180,48 @@ class Stack:
         for process in reversed(self.processes):
             process.stop()
         self.processes.clear()
+        self.by_name.clear()
         left = wait_for_none(self.leftovers, 10)
         assert not left, f"processes of the stack still running: {left}"
+
+
+def run_client(stack: Stack, name: str, argv: list[str], api: int = 0, **env: str) -> str:
+    """Run a command as client ``name`` of API server ``api`` (``env`` on top of its
+    environment); its output, or fail with it."""
+    done = subprocess.run(argv, env=stack.client_env(name, api=api, **env), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"{argv[:3]} failed:\n{done.stdout}{done.stderr}"
+    return done.stdout
+
+
+def start_autopgo_server(stack: Stack, i: int, args: list[str], port: int | None = None, **env: str) -> str:
+    """``autopgo server`` number ``i`` (process ``server<i>``) on 127.0.0.1:``port`` (a free one
+    by default), sending its events to API server ``i``, with ``args`` (its store, its
+    configuration) and ``env`` on top of the client environment; its URL once it is ready."""
+    port = port or free_port()
+    stack.start(
+        f"server{i}",
+        [str(BIN / "autopgo"), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--prefect-api-url", stack.api_urls[i], *args],
+        stack.client_env(f"server{i}", api=i, **env),
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_for(f"autopgo server {i}", lambda: _alive(stack.by_name[f"server{i}"], stack, f"server{i}") and healthy(f"{url}/api/ready"), 60)
+    return url
+
+
+def start_autopgo_worker(stack: Stack, i: int, pool: str, config: Path, **env: str) -> Process:
+    """``autopgo worker`` number ``i`` (process ``worker<i>``) for ``pool``, polling API server
+    ``i``, its flow runs sending heartbeats as the README sets them; ``env`` on top."""
+    return stack.start(
+        f"worker{i}",
+        [str(BIN / "autopgo"), "worker", "--pool", pool, "-c", str(config)],
+        stack.client_env(f"worker{i}", api=i, PREFECT_FLOWS_HEARTBEAT_FREQUENCY=HEARTBEAT_SECONDS, **env),
+    )
+
+
+def readme_block(first_line: str) -> str:
+    """The README's code block that starts with ``first_line`` (e.g. ``# crash-zombie-runs.yaml``)."""
+    return first_line + README.read_text().split(first_line, 1)[1].split("```", 1)[0]
 
 
 def wait_for_none(pids: Callable[[], list[int]], timeout: float) -> list[int]:
