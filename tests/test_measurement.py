@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 import harness
+from processes import wait_for
 from cli.main import main
 from profiling.codec import encode
 from profiling.merge import merge
@@ -78,11 +79,16 @@ def test_inspect_matches_pprof_top_on_real_cpu_profiles(
 def test_inspect_matches_pprof_top_on_a_real_heap_profile(
     service_binary: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with harness.Service(service_binary).start() as service:
-        response = httpx.get(f"{service.url}/debug/pprof/heap", timeout=30)
-    response.raise_for_status()
     path = tmp_path / "heap.pb.gz"
-    path.write_bytes(response.content)
+
+    def sampled_heap() -> bool:  # a service that has just started may not have a sampled allocation yet
+        response = httpx.get(f"{service.url}/debug/pprof/heap", timeout=30)
+        response.raise_for_status()
+        path.write_bytes(response.content)
+        return bool(read_profile(path).samples)
+
+    with harness.Service(service_binary).start() as service:
+        wait_for("a heap profile with samples", sampled_heap, 60, every=1)
     rows = assert_same_as_pprof(path, capsys)
     assert any(row[0].endswith(("kB", "MB")) for _, row in rows), rows[:5]
 
