@@ -269,12 +269,10 @@ def refresh_due(store: BlobStore, app: str, policy: PartsPolicy, now_ns: int | N
     read of its batch record): a part aged out since it was derived, or its settings changed."""
     if not policy.active:
         return False
-    try:
-        with store.open(batch_key(app))[1] as stream:
-            record = Batch.from_json(stream.read())
-    except BlobNotFoundError:
+    found = _read(store, batch_key(app))
+    if found is None:
         return _orphan_parts(store, app)
-    return record.refresh_due(policy, time.time_ns() if now_ns is None else now_ns)
+    return Batch.from_json(found[1]).refresh_due(policy, time.time_ns() if now_ns is None else now_ns)
 
 
 def _orphan_parts(store: BlobStore, app: str) -> bool:
@@ -307,25 +305,27 @@ class StoredParts:
 
 def read_parts(store: BlobStore, app: str) -> StoredParts | None:
     """The app's parts (parts.py), or None if it has none."""
-    try:
-        info, stream = store.open(parts_key(app))
-    except BlobNotFoundError:
-        return None
-    with stream:
-        data = stream.read()
-    return StoredParts(info, decode_parts(data))
+    found = _read(store, parts_key(app))
+    return None if found is None else StoredParts(found[0], decode_parts(found[1]))
 
 
 def read_merged(store: BlobStore, app: str, max_decompressed: int = DEFAULT_MAX_DECOMPRESSED) -> MergedProfile | None:
     """The app's merged profile and its batch comments, or None if there is none."""
+    found = _read(store, merged_key(app))
+    if found is None:
+        return None
+    tables = decode_tables(found[1], max_decompressed=max_decompressed)
+    return MergedProfile(found[0], tables, Labels.of(tables.header.comments))
+
+
+def _read(store: BlobStore, key: str) -> tuple[BlobInfo, bytes] | None:
+    """The object at ``key`` with its info, or None if there is none."""
     try:
-        info, stream = store.open(merged_key(app))
+        info, stream = store.open(key)
     except BlobNotFoundError:
         return None
     with stream:
-        data = stream.read()
-    tables = decode_tables(data, max_decompressed=max_decompressed)
-    return MergedProfile(info, tables, Labels.of(tables.header.comments))
+        return info, stream.read()
 
 
 def merge_pending(
@@ -393,12 +393,8 @@ class _Run:
 
     def read_batch(self) -> tuple[Batch, str] | None:
         """The batch record and its etag, or None if the app never had one."""
-        try:
-            info, stream = self.store.open(batch_key(self.app))
-        except BlobNotFoundError:
-            return None
-        with stream:
-            return Batch.from_json(stream.read()), info.etag
+        found = _read(self.store, batch_key(self.app))
+        return None if found is None else (Batch.from_json(found[1]), found[0].etag)
 
     def open_batch(self, previous: tuple[Batch, str] | None, max_batch: int) -> tuple[Batch, str] | None:
         """Take the staged uploads into a new open batch; None if there are none or another run won."""
