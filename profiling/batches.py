@@ -466,10 +466,7 @@ class _Run:
             return
         data = self._encode(merger.result(), batch.id, generation)
         try:
-            if current is None:
-                info = self.store.put(merged_key(self.app), data, if_none_match=True)
-            else:
-                info = self.store.put(merged_key(self.app), data, if_match=current.info.etag)
+            info = self._put_merged(current, data)
         except PreconditionFailedError:
             log.info("%s: merged profile changed while batch %s was merged; looking again", self.app, batch.id)
             return
@@ -566,10 +563,7 @@ class _Run:
                 extra.append(f"{BUILD_COMMENT}{derived.build}")
         data = self._encode(tables, batch, generation, extra)
         try:
-            if current is None:
-                info = self.store.put(merged_key(self.app), data, if_none_match=True)
-            else:
-                info = self.store.put(merged_key(self.app), data, if_match=current.info.etag)
+            info = self._put_merged(current, data)
         except PreconditionFailedError:
             log.info("%s: merged profile changed while batch %s was derived; looking again", self.app, batch)
             return False
@@ -585,6 +579,12 @@ class _Run:
             builder.add(decode_tables(data, max_decompressed=self.max_decompressed), time_of(key), workload_of(key), key)
         except ProfileError as exc:
             self._reject(key, data, str(exc))
+
+    def _put_merged(self, current: MergedProfile | None, data: bytes) -> BlobInfo:
+        """Write the merged profile if it is still the version read (``current``, None: none yet)."""
+        if current is None:
+            return self.store.put(merged_key(self.app), data, if_none_match=True)
+        return self.store.put(merged_key(self.app), data, if_match=current.info.etag)
 
     def _add_upload(self, merger: Merger, key: str) -> bool:
         try:
