@@ -117,11 +117,11 @@ class ProfileApi:
         any), then announced (best effort)."""
         app = _app(request)
         workload = request.query_value("workload") or ""
-        if workload and not names.is_valid_workload(workload):
-            raise bad_request(
-                f"invalid workload {workload[:100]!r}: use 1 to {names.MAX_WORKLOAD_NAME} letters, digits, "
-                "'_', '.' and '-', starting with a letter or digit"
-            )
+        if workload:
+            try:
+                names.check_workload(workload)
+            except ValueError as exc:
+                raise bad_request(str(exc)) from None
         body = request.read_body()
         self.checker.check(body)
         key = self._stage(app, stored_form(body), workload)

@@ -51,7 +51,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
-from .names import is_valid_app_name, is_valid_workload
+from .names import WORKLOAD_RULE, is_valid_app_name, is_valid_workload
 from .noinline import BUILTIN_NEVER_INLINE
 from .parts import PartsPolicy
 from .rules import PruneRule, compile_pattern, read_rules
@@ -336,7 +336,7 @@ def _parts(entry: Setting, label: str) -> PartsPolicy:
         for name in workloads.value:
             weight = workloads.get(name, name=f"{workloads.name}.{name}")
             if not is_valid_workload(name):
-                weight.fail("a workload name is 1 to 63 letters, digits, '_', '.' and '-', starting with a letter or digit")
+                weight.fail(f"a workload name is {WORKLOAD_RULE}")
             elif isinstance(weight.value, bool) or not isinstance(weight.value, (int, float)) or not weight.value > 0:
                 weight.fail(f"expected a positive number, not {weight.value!r}")
             elif weight.value == float("inf"):

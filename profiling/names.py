@@ -45,6 +45,7 @@ PARTS_NAME = "parts.bin"
 _GENERATION_IN_NAME = re.compile(r"-g(\d+)\.pb\.gz")
 MAX_WORKLOAD_NAME = 63
 _WORKLOAD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,%d}" % (MAX_WORKLOAD_NAME - 1))
+WORKLOAD_RULE = f"1 to {MAX_WORKLOAD_NAME} letters, digits, '_', '.' and '-', starting with a letter or digit"
 _WORKLOAD_IN_NAME = re.compile(r"^\d{20}-[0-9a-f]{16}-w(%s)-g\d+\.pb\.gz$" % _WORKLOAD_NAME.pattern)
 
 
@@ -84,10 +85,7 @@ def is_valid_workload(name: object) -> TypeGuard[str]:
 def check_workload(name: str) -> str:
     """Return ``name`` if it is a valid workload name, else raise ValueError saying why."""
     if not is_valid_workload(name):
-        raise ValueError(
-            f"invalid workload {name!r}: use 1 to {MAX_WORKLOAD_NAME} letters, digits, '_', '.' and '-', "
-            "starting with a letter or digit"
-        )
+        raise ValueError(f"invalid workload {name[:100]!r}: use {WORKLOAD_RULE}")
     return name
 
 

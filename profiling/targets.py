@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from .atomicfile import atomic_write
 from .errors import ConfigError
-from .names import is_valid_workload
+from .names import WORKLOAD_RULE, is_valid_workload
 from .yamlfile import Problems, Setting, load_yaml
 
 log = logging.getLogger(__name__)
@@ -81,9 +81,7 @@ def read_target_list(setting: Setting) -> list[Target]:
             scheme.fail(f"expected http or https, not {scheme.value!r}")
             valid = False
         if workload.value != "" and not is_valid_workload(workload.value):
-            workload.fail(
-                f"expected 1 to 63 letters, digits, '_', '.' and '-', starting with a letter or digit, not {workload.value!r}"
-            )
+            workload.fail(f"expected {WORKLOAD_RULE}, not {workload.value!r}")
             valid = False
         if valid:
             out.append(Target(address.value, path.value, scheme.value, workload.value))

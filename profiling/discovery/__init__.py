@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 
 from ..errors import AutopgoError
-from ..names import is_valid_workload
+from ..names import WORKLOAD_RULE, is_valid_workload
 from ..targets import DEFAULT_PATH, Target
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def make_target(host: Any, port: Any, meta: Mapping[str, str], what: str) -> Tar
     elif scheme not in ("http", "https"):
         problem = f"{SCHEME} {scheme!r} is not http or https"
     elif workload and not is_valid_workload(workload):
-        problem = f"{WORKLOAD} {workload!r} is not a workload name (letters, digits, '_', '.' and '-')"
+        problem = f"{WORKLOAD} {workload!r} is not a workload name ({WORKLOAD_RULE})"
     if problem:
         log.warning("skipping %s: %s", what, problem)
         return None
