@@ -1,6 +1,6 @@
 """Validators for downloads: ETags, dates, ``If-None-Match`` and ``If-Modified-Since``.
 
-A profile's entity tag is a hash of the bytes served (``profiling.etags``), so
+A profile's entity tag is a hash of the bytes served (``profiling.storage.etags``), so
 the trimmed form has a tag of its own, and a client can compute the tag of a
 file it already has. ``If-None-Match`` is compared weakly, as RFC 9110 says
 for GET and HEAD; ``If-Modified-Since`` is evaluated only without it (§13.2.2).

@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from profiling.staging import Clock
-from profiling.stores import DEFAULT_BLOB_STORE
+from profiling.pipeline import Clock
+from profiling.storage import DEFAULT_BLOB_STORE
 from profiling.units import parse_duration
 
 from .limits import Limits
@@ -61,7 +61,7 @@ class EventsConfig:
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8080
-    blob_store: str = DEFAULT_BLOB_STORE  # a URL for profiling.stores.open_store
+    blob_store: str = DEFAULT_BLOB_STORE  # a URL for profiling.storage.stores.open_store
     token: str | None = None  # bearer token required for uploads and deletes
     protect_reads: bool = False  # the token is required on every endpoint but /api/health and /api/ready
     limits: Limits = field(default_factory=Limits)

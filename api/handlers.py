@@ -17,7 +17,7 @@ GET      /api/ready              whether the server takes requests
 An upload is durable in the store before its event is emitted; if the event
 cannot be delivered the upload still succeeds (and is logged at WARNING),
 since the periodic sweep merges staged uploads whose event was lost. A
-deletion likewise: its new generation (``profiling.deletion.mark_deleted``) hides
+deletion likewise: its new generation (``profiling.pipeline.deletion.mark_deleted``) hides
 the app's data at once, from downloads and the listing too, before the event
 asks a flow to remove it, and the sweep removes it if the event is lost.
 """
@@ -29,21 +29,36 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from http import HTTPStatus
 from datetime import UTC, datetime
+from http import HTTPStatus
 from typing import Any
 
-from profiling import names
-from profiling.blobs import BlobInfo, BlobStore
-from profiling.codec import DEFAULT_MAX_DECOMPRESSED, decode, encode
+from profiling.discovery import TargetSource
 from profiling.errors import BlobNotFoundError, BlobStoreError, ProfileError, StagingError
-from profiling.events import DELETED, UPLOADED, Event, EventError, EventSink
-from profiling.deletion import has_data, mark_deleted
-from profiling.staging import Clock, stage_upload
-from profiling.etags import content_etag
-from profiling.measurement import size_label
-from profiling.generations import AppGeneration, Generation, read_generation
-from profiling.trim import trim_for_pgo
+from profiling.names import check_workload
+from profiling.pipeline import (
+    DELETED,
+    MERGED_NAME,
+    UPLOADED,
+    AppGeneration,
+    Clock,
+    Event,
+    EventError,
+    EventSink,
+    Generation,
+    app_of,
+    generation_key,
+    has_data,
+    is_merged_key,
+    mark_deleted,
+    merged_key,
+    read_generation,
+    stage_upload,
+    time_of,
+    tombstone_prefix,
+)
+from profiling.pprof import DEFAULT_MAX_DECOMPRESSED, decode, encode, size_label, trim_for_pgo
+from profiling.storage import BlobInfo, BlobStore, content_etag
 
 from .conditional import http_date, is_conditional, not_modified, rfc3339
 from .errors import ApiError, bad_request, not_found, unavailable
@@ -54,8 +69,6 @@ from .targethealth import DEFAULT_EVERY, TargetHealth
 from .trimcache import TrimCache, Trimmed
 from .validation import stored_form
 from .versions import PerVersion
-from profiling.targets import TargetSource
-
 from .visibility import Visibility
 from .workers import ProfileChecker
 
@@ -119,7 +132,7 @@ class ProfileApi:
         workload = request.query_value("workload") or ""
         if workload:
             try:
-                names.check_workload(workload)
+                check_workload(workload)
             except ValueError as exc:
                 raise bad_request(str(exc)) from None
         body = request.read_body()
@@ -152,7 +165,7 @@ class ProfileApi:
     def download(self, request: Request) -> Response:
         """The merged profile, streamed, or its PGO-trimmed form (``?trim=pgo``); 304 if unchanged.
 
-        The ETag is a hash of the bytes served (``profiling.etags``), remembered
+        The ETag is a hash of the bytes served (``profiling.storage.etags``), remembered
         per version of the merged profile: once known, HEAD and a 304 need only
         the store's metadata, not the profile.
         """
@@ -160,7 +173,7 @@ class ProfileApi:
         trim = request.query_value("trim")
         if trim is not None and trim != TRIM_PGO:
             raise bad_request(f"unknown trim {trim!r}: the only one is {TRIM_PGO!r}")
-        key = names.merged_key(app)
+        key = merged_key(app)
         if trim:
             return self._download_trimmed(request, app, key)
         if request.method == "HEAD" or is_conditional(request.headers):
@@ -240,7 +253,7 @@ class ProfileApi:
         return Trimmed(info.etag, info.last_modified, trimmed, content_etag(trimmed))
 
     def _data_headers(self, app: str, info: BlobInfo, load: Callable[[], bytes] | None = None) -> dict[str, str]:
-        """What a profile derived from parts holds (``profiling.parts``): ``Autopgo-Window-Start`` and
+        """What a profile derived from parts holds (``profiling.pipeline.parts``): ``Autopgo-Window-Start`` and
         ``-End``, the collection times of its oldest and newest upload, and ``Autopgo-Build``, the
         newest build; none for other profiles."""
         try:
@@ -275,15 +288,15 @@ class ProfileApi:
         tombstones: dict[str, int] = {}  # from before generations
         with _store_errors():
             for info in self.store.list():
-                app = names.app_of(info.key)
+                app = app_of(info.key)
                 if app is None:
                     continue
-                if names.is_merged_key(info.key):
+                if is_merged_key(info.key):
                     merged.append((app, info))
-                elif info.key == names.generation_key(app):
+                elif info.key == generation_key(app):
                     deleted.add(app)
-                elif info.key.startswith(names.tombstone_prefix(app)):
-                    tombstones[app] = max(tombstones.get(app, 0), names.time_of(info.key))
+                elif info.key.startswith(tombstone_prefix(app)):
+                    tombstones[app] = max(tombstones.get(app, 0), time_of(info.key))
 
             def generation(app: str) -> AppGeneration:
                 record = read_generation(self.store, app) if app in deleted else Generation(0)
@@ -393,7 +406,7 @@ def _profile_response(
         {
             "Content-Type": OCTET_STREAM,
             "Content-Length": str(size),
-            "Content-Disposition": f'attachment; filename="{names.MERGED_NAME}"',
+            "Content-Disposition": f'attachment; filename="{MERGED_NAME}"',
         }
     )
     return Response(HTTPStatus.OK, headers=headers)

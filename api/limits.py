@@ -17,7 +17,7 @@ from http import HTTPStatus
 from io import BufferedIOBase
 from typing import BinaryIO
 
-from profiling.codec import DEFAULT_MAX_DECOMPRESSED
+from profiling.pprof import DEFAULT_MAX_DECOMPRESSED
 
 from .errors import ApiError, bad_request
 

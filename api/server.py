@@ -40,7 +40,7 @@ from .messages import Request, Response, json_response
 from .sinks import open_sink
 
 if TYPE_CHECKING:
-    from profiling.targets import TargetSource
+    from profiling.discovery import TargetSource
 
 log = logging.getLogger("autopgo.api")
 access_log = logging.getLogger("autopgo.api.access")
@@ -308,7 +308,7 @@ def _target_sources(pipeline_config: str | None) -> dict[str, TargetSource]:
     if not pipeline_config:
         return {}
     from profiling.config import load_config
-    from profiling.discovery.sources import SourceCache
+    from profiling.discovery import SourceCache
 
     cache = SourceCache()
     return {app.name: cache.source(app.name, app.scrape) for app in load_config(pipeline_config).apps if app.scrape}
@@ -320,7 +320,7 @@ def create_server(config: ServerConfig) -> ApiServer:
     ValueError (and ConfigError) for a bad URL or setting, OSError if the
     address cannot be bound; nothing is left open on failure.
     """
-    from profiling.stores import open_store
+    from profiling.storage import open_store
 
     with ExitStack() as undo:
         store = open_store(config.blob_store)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 
-from profiling.events import Event, EventSink
+from profiling.pipeline import Event, EventSink
 
 from .config import EventsConfig
 
@@ -38,7 +38,7 @@ def open_sink(config: EventsConfig) -> EventSink:
     if config.kind == "log":
         return LogEventSink()
     if config.kind == "prefect":
-        from profiling.prefect_events import PrefectEventSink
+        from profiling.pipeline import PrefectEventSink
 
         if not config.prefect_api_url:
             raise ValueError("events go to Prefect but no Prefect API URL is set (PREFECT_API_URL)")

@@ -18,15 +18,15 @@ listing: a source down for an hour would otherwise say so 240 times.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
-import queue
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from profiling.targets import TargetSource
+from profiling.discovery import TargetSource
 
 from .conditional import rfc3339
 

@@ -25,7 +25,7 @@ class Trimmed:
     source_etag: str  # the etag of the merged profile it was made from
     last_modified: datetime  # that of the merged profile
     data: bytes  # the trimmed profile, gzip-compressed
-    etag: str  # the HTTP entity tag of ``data`` (profiling.etags.content_etag)
+    etag: str  # the HTTP entity tag of ``data`` (profiling.storage.etags.content_etag)
 
 
 @dataclass(slots=True)

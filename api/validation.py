@@ -1,6 +1,6 @@
 """Checking an uploaded profile before it is staged, and the form it is stored in.
 
-The engine (``profiling.validate``) accepts exactly what its decoder accepts,
+The engine (``profiling.pprof.validate``) accepts exactly what its decoder accepts,
 as google/pprof would; unless any profile type is accepted, the profile must
 also be one Go's PGO can use, so that whatever is staged can later be merged
 and trimmed.
@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from http import HTTPStatus
 
-from profiling.codec import GZIP_MAGIC, compress
 from profiling.errors import PgoUnusableError, ProfileError, ProfileTooLargeError
-from profiling.validate import validate
+from profiling.pprof import GZIP_MAGIC, compress, validate
 
 from .errors import ApiError
 

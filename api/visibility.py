@@ -1,8 +1,8 @@
 """Which merged profiles the API may serve: none that a deletion hides.
 
-Deleting an app advances its generation (``profiling.deletion.mark_deleted``)
+Deleting an app advances its generation (``profiling.pipeline.deletion.mark_deleted``)
 and leaves the removal to a flow; from then on a merged profile of an older
-generation must not be served, nor listed (``profiling/generations.py``
+generation must not be served, nor listed (``profiling/pipeline/generations.py``
 explains generations). A profile's generation is in its comments, and reading
 them means parsing the profile, so they are remembered per version (etag) of
 each app's merged profile; the app's generation costs one read of a small
@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from profiling.batches import Labels, labels_of
-from profiling.blobs import BlobInfo, BlobStore
 from profiling.errors import ProfileError
-from profiling.generations import AppGeneration, read_app_generation
+from profiling.pipeline import AppGeneration, Labels, labels_of, read_app_generation
+from profiling.storage import BlobInfo, BlobStore
 
 from .versions import PerVersion
 

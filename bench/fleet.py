@@ -36,7 +36,7 @@ What it does
        - scrape start lateness, p50 and p99: for each app and due time in the
          measured period, the arrival of its first profile request at the fleet
          minus the due time. Due times come from the checkout's
-         ``profiling.schedule.next_due(app, every, after)`` when the pipeline
+         ``profiling.discovery.schedule.next_due(app, every, after)`` when the pipeline
          has no per-app scrape deployments, and otherwise (the design with one
          deployment ``scrape-<app>`` per app) from each scrape flow run's
          ``expected_start_time`` in Prefect, the run matched to the first scrape
@@ -153,10 +153,10 @@ from fleet_pipelines import INSTANCES, READY_TIMEOUT, Distributed, Embedded, Fle
 from fleet_server import load_base, marked  # noqa: E402
 
 from profiling.config import parse_duration  # noqa: E402
-from profiling.validate import validate  # noqa: E402
+from profiling.pprof import validate  # noqa: E402
 
 if TYPE_CHECKING:
-    from profiling.blobs import BlobStore
+    from profiling.storage import BlobStore
 
 CACHE = Path(os.environ.get("AUTOPGO_BENCH_CACHE") or Path.home() / ".cache" / "autopgo" / "bench") / "fleet"
 PROFILES = 6
@@ -231,12 +231,12 @@ def checkout(rev: str | None) -> Iterator[Checkout]:
 
 
 def due_times(tree: Checkout, apps: list[str], every: float, start: float, end: float) -> dict[str, list[float]] | None:
-    """Each app's due times in [start, end) by the checkout's profiling.schedule.next_due; None if it has none."""
+    """Each app's due times in [start, end) by the checkout's profiling.discovery.schedule.next_due; None if it has none."""
     script = (
         "import json, sys\n"
         "from datetime import datetime, timedelta, timezone\n"
         "try:\n"
-        "    from profiling.schedule import next_due\n"
+        "    from profiling.discovery.schedule import next_due\n"
         "except ImportError:\n"
         "    sys.exit(3)\n"
         "a = json.load(sys.stdin)\n"
@@ -256,7 +256,7 @@ def due_times(tree: Checkout, apps: list[str], every: float, start: float, end: 
     if result.returncode == 3:
         return None
     if result.returncode != 0:
-        raise RuntimeError(f"profiling.schedule.next_due of {tree.label} failed:\n{result.stderr}")
+        raise RuntimeError(f"profiling.discovery.schedule.next_due of {tree.label} failed:\n{result.stderr}")
     return json.loads(result.stdout)
 
 
@@ -499,7 +499,7 @@ def analyse(tree: Checkout, settings: Settings, apps: list[str], profiles: list[
         dues = due_times(tree, apps, settings.every, t0, t_end)
         slack = min(SLACK, settings.every / 4)
         scrapes = [] if dues is None else fm.match_schedule(dues, arrivals, settings.every, slack)
-        due_source = "profiling.schedule.next_due" if dues is not None else "none (no next_due, no per-app deployments)"
+        due_source = "profiling.discovery.schedule.next_due" if dues is not None else "none (no next_due, no per-app deployments)"
     cycles = []
     for c in range(settings.cycles):
         lo, hi = t0 + c * settings.every, t0 + (c + 1) * settings.every
@@ -731,7 +731,7 @@ def main() -> int:
     parser.add_argument("--drain", type=float, default=120.0,
                         help="after the measured period, wait at most this many seconds for uploads to be merged (120)")
     parser.add_argument("--due", choices=("auto", "schedule", "runs"), default="auto",
-                        help="where due times come from: profiling.schedule, Prefect's scrape runs, or auto (default)")
+                        help="where due times come from: profiling.discovery.schedule, Prefect's scrape runs, or auto (default)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--keep", action="store_true", help="keep each run's work folder (logs, blob store)")
     args = parser.parse_args()

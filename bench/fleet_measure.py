@@ -22,14 +22,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 import httpx
-
 from fleet_server import MARKER_PREFIX
-from profiling.codec import decode, decompress
+
 from profiling.errors import BlobNotFoundError, BlobStoreError
-from profiling.names import REJECTED, STAGING, merged_key, time_of
+from profiling.pipeline import REJECTED, STAGING, merged_key, time_of
+from profiling.pprof import decode, decompress
 
 if TYPE_CHECKING:
-    from profiling.blobs import BlobStore
+    from profiling.storage import BlobStore
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 MARKER = re.compile(re.escape(MARKER_PREFIX.encode()))

@@ -49,15 +49,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-import httpx
-
 import fleet_measure as fm
+import httpx
 
 if TYPE_CHECKING:
     from distributed import Stack
     from seaweed import SeaweedFS
 
-    from profiling.blobs import BlobStore
+    from profiling.storage import BlobStore
 
 BENCH = Path(__file__).resolve().parent
 PROBE = BENCH / "fleet_probe"
@@ -171,7 +170,7 @@ class Embedded:
     mode = "embedded"
 
     def __init__(self, checkout: Path, work: Path, fleet: FleetSpec, api_port: int, prefect_port: int) -> None:
-        from profiling.stores import open_store
+        from profiling.storage import open_store
 
         self.checkout, self.work, self.prefect_port = checkout, work, prefect_port
         self.api = f"http://127.0.0.1:{api_port}"
@@ -286,7 +285,7 @@ class Distributed:
         from processes import BIN, free_port
         from seaweed import SeaweedFS
 
-        from profiling.stores import open_store
+        from profiling.storage import open_store
 
         started = time.monotonic()
         self.s3 = self.exits.enter_context(SeaweedFS())

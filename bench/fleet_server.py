@@ -49,8 +49,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from profiling.codec import decode, decompress  # noqa: E402
-from profiling.proto import profile_pb2 as pb  # noqa: E402
+from profiling.pprof import decode, decompress  # noqa: E402
+from profiling.pprof.proto import profile_pb2 as pb  # noqa: E402
 
 MARKER_PREFIX = "bench.marker_"
 MARKER_FILE = "bench/marker.go"

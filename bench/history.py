@@ -44,12 +44,18 @@ sys.path.insert(0, str(ROOT))
 
 from fleet_server import BaseProfile, load_base, marked  # noqa: E402
 
-from profiling.batches import merge_pending  # noqa: E402
-from profiling.blobs import BlobStore  # noqa: E402
-from profiling.names import merged_key, new_staging_key, parts_key  # noqa: E402
-from profiling.parts import PartsPolicy  # noqa: E402
-from profiling.proto import profile_pb2 as pb  # noqa: E402
-from profiling.stores import open_store  # noqa: E402
+from profiling.pipeline import (  # noqa: E402
+    PartsPolicy,  # noqa: E402
+    merge_pending,  # noqa: E402
+    merged_key,
+    new_staging_key,
+    parts_key,
+)
+from profiling.pprof.proto import profile_pb2 as pb  # noqa: E402
+from profiling.storage import (
+    BlobStore,  # noqa: E402
+    open_store,  # noqa: E402
+)
 
 DATA_DIR = ROOT / "bench" / ".data" / "history"
 BASES = 4

@@ -17,7 +17,7 @@ What it measures
     largest single process, not a sum. The tool is started through a tiny
     ``sh`` and adopted by this process (PR_SET_CHILD_SUBREAPER): started
     directly, it would inherit this process's own peak RSS (Linux only).
-    Both outputs are decoded with ``profiling.fileio.read_profile`` and must
+    Both outputs are decoded with ``profiling.pprof.fileio.read_profile`` and must
     be equal.
 
     It also times the merge engine in this process ("engine"): the same
@@ -81,10 +81,11 @@ sys.path.insert(0, str(ROOT))
 import harness  # noqa: E402
 
 from profiling.atomicfile import atomic_write  # noqa: E402
-from profiling.codec import encode  # noqa: E402
-from profiling.fileio import read_profile  # noqa: E402
-from profiling.parallel import merge_files  # noqa: E402
-
+from profiling.pprof import (
+    encode,  # noqa: E402
+    merge_files,  # noqa: E402
+    read_profile,  # noqa: E402
+)
 
 # --------------------------------------------------------------------------- profiles
 

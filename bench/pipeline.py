@@ -39,8 +39,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from profiling.client import Client, ClientError  # noqa: E402
-from profiling.codec import decode, encode  # noqa: E402
-from profiling.model import Profile  # noqa: E402
+from profiling.pprof import (  # noqa: E402
+    Profile,  # noqa: E402
+    decode,
+    encode,
+)
 
 PROFILES = ROOT / "bench" / ".data" / "profiles"
 BURST_APPS = 5

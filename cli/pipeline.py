@@ -61,9 +61,9 @@ def run_up(args: argparse.Namespace) -> int:
 
 
 def run_clean(args: argparse.Namespace) -> int:
-    from profiling.cleaning import CleanRule, clean
     from profiling.config import find_config
-    from profiling.stores import open_store
+    from profiling.pipeline import CleanRule, clean
+    from profiling.storage import open_store
     from profiling.units import parse_duration, parse_size
 
     if args.older_than is None and args.larger_than is None:

@@ -87,9 +87,8 @@ def _usable_cpus() -> int:
 
 
 def run_merge(args: argparse.Namespace) -> int:
-    from profiling.codec import encode
     from profiling.atomicfile import atomic_write
-    from profiling.parallel import merge_files
+    from profiling.pprof import encode, merge_files
 
     if args.keep and not args.drop:
         raise ValueError("--keep needs --drop")
@@ -104,9 +103,8 @@ def run_merge(args: argparse.Namespace) -> int:
 
     merged = merge_files(args.inputs, jobs=args.jobs, max_decompressed=limit)
     if rules or args.trim:
-        from profiling.rules import apply_rules
-        from profiling.tables import to_profile
-        from profiling.trim import trim_for_pgo
+        from profiling.pipeline import apply_rules
+        from profiling.pprof import to_profile, trim_for_pgo
 
         profile = apply_rules(to_profile(merged), rules)
         data = encode(trim_for_pgo(profile) if args.trim else profile)
@@ -122,7 +120,7 @@ def run_merge(args: argparse.Namespace) -> int:
 def _prune_rules(args: argparse.Namespace) -> list:
     if not (args.drop or args.prune_config):
         return []
-    from profiling.rules import PruneRule, load_prune_config
+    from profiling.pipeline import PruneRule, load_prune_config
 
     rules = [PruneRule.of(args.drop, args.keep)] if args.drop else []
     if args.prune_config:
@@ -135,8 +133,7 @@ def _prune_rules(args: argparse.Namespace) -> list:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    from profiling.fileio import read_profile
-    from profiling.summary import summarize
+    from profiling.pprof import read_profile, summarize
 
     s = summarize(read_profile(args.input, max_decompressed=_max_decompressed(args)), top=args.top)
     out = sys.stdout

@@ -4,7 +4,7 @@ Each takes ``--api-url``, ``--token``, ``--config`` and ``--timeout``; the first
 two default to the environment (``AUTOPGO_API_URL``, ``AUTOPGO_API_TOKEN``) so
 that scripts and CI jobs can set them once, then to the configuration's
 ``api.url`` and ``api.token`` when one is named (``--config``, ``AUTOPGO_CONFIG``),
-in the order the server itself takes them (``profiling.settings``). The work is done by ``profiling.client``: these
+in the order the server itself takes them (``profiling.config.settings``). The work is done by ``profiling.client``: these
 functions only parse, call and print. A failure raises ``ClientError``, which
 ``cli.main`` prints as one line.
 """
@@ -21,7 +21,7 @@ from .output import DASH, check_stdout, write_stdout
 if TYPE_CHECKING:
     from profiling.client import Client
 
-from profiling.settings import CONFIG_ENV, TOKEN_ENV, URL_ENV
+from profiling.config import CONFIG_ENV, TOKEN_ENV, URL_ENV
 
 DEFAULT_API_URL = "http://localhost:8080"
 
@@ -109,11 +109,11 @@ def run_upload(args: argparse.Namespace) -> int:
     if args.inputs.count(DASH) > 1:
         raise ValueError("standard input can be read only once")
     if len(args.inputs) == 1:
-        with _client(args) as api:
+        with client_for(args) as api:
             print(_upload(api, args.app, args.inputs[0], args.workload or ""))
         return 0
     failed = 0
-    with _client(args) as api:
+    with client_for(args) as api:
         for path in args.inputs:
             try:
                 key = _upload(api, args.app, path, args.workload or "")
@@ -145,13 +145,13 @@ def _workload(value: str) -> str:
 
 def run_download(args: argparse.Namespace) -> int:
     if args.output != DASH:
-        with _client(args) as api:
+        with client_for(args) as api:
             saved = api.download_to(args.app, args.output, trim=args.trim)
         if not saved.changed:
             print(f"{args.output} is up to date", file=sys.stderr)
         return 0
     check_stdout()
-    with _client(args) as api:
+    with client_for(args) as api:
         content = api.download(args.app, trim=args.trim).content
     write_stdout(content)
     return 0
@@ -160,7 +160,7 @@ def run_download(args: argparse.Namespace) -> int:
 def run_list(args: argparse.Namespace) -> int:
     from datetime import timezone
 
-    with _client(args) as api:
+    with client_for(args) as api:
         profiles = api.list()
     if not profiles:
         print("no merged profiles on the server", file=sys.stderr)
@@ -177,15 +177,14 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_delete(args: argparse.Namespace) -> int:
-    with _client(args) as api:
+    with client_for(args) as api:
         api.delete(args.app)
     return 0
 
 
-def _client(args: argparse.Namespace) -> Client:
+def client_for(args: argparse.Namespace) -> Client:
     from profiling.client import Client
-    from profiling.config import load_config
-    from profiling.settings import API_URL, CONFIG, client_token, resolve
+    from profiling.config import API_URL, CONFIG, client_token, load_config, resolve
 
     flags = vars(args)
     path = resolve(CONFIG, flags, os.environ).value

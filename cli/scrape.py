@@ -2,7 +2,7 @@
 
 The targets come from the app's source in ``autopgo.yaml``; up to
 ``--sample-size`` of them are profiled at once by the same async core the
-scheduled scrape uses (``profiling.scrape``), and each profile is uploaded to
+scheduled scrape uses (``profiling.discovery.scraping``), and each profile is uploaded to
 the API (``api.url`` and its token) or, with ``--output DIR``, saved there.
 
 On a terminal the command keeps a live line per target (elapsed and expected
@@ -34,7 +34,7 @@ from .remote import TOKEN_ENV, URL_ENV
 if TYPE_CHECKING:
     import httpx
 
-    from profiling.targets import Target
+    from profiling.discovery import Target
 
 PROFILING, UPLOADING, SAVING, DONE, FAILED = "profiling", "uploading", "saving", "done", "failed"
 REFRESH_SECONDS = 0.5  # how often the live lines are redrawn on a terminal
@@ -104,7 +104,7 @@ def render_progress(rows: Sequence[TargetProgress], now: float, width: int | Non
 def profile_filename(app: str, target: Target, when: datetime) -> str:
     """``APP_TARGET_TIME.pb.gz``: the target's address (and path, unless the default) with
     every character unsafe in a file name as ``-``, and the UTC time, to the second."""
-    from profiling.targets import DEFAULT_PATH
+    from profiling.discovery import DEFAULT_PATH
 
     where = target.address.strip("[]").replace("]:", ":")
     if target.path != DEFAULT_PATH:
@@ -114,11 +114,8 @@ def profile_filename(app: str, target: Target, when: datetime) -> str:
 
 
 def run_scrape(args: argparse.Namespace) -> int:
-    from profiling.config import find_config
-    from profiling.discovery import DiscoveryError
-    from profiling.discovery.sources import SourceCache
-    from profiling.scrape import pick
-    from profiling.settings import API_URL, client_token, resolve
+    from profiling.config import API_URL, client_token, find_config, resolve
+    from profiling.discovery import DiscoveryError, SourceCache, pick
 
     if args.output == DASH:  # '-' is standard output elsewhere; never a folder of that name
         raise ValueError("--output names a folder for the profiles; standard output ('-') cannot hold them")
@@ -155,7 +152,7 @@ async def _scrape(
 ) -> list[TargetProgress]:
     """Profile every target at once and hand each profile on; each target's progress at the end."""
     from profiling.client import AsyncClient
-    from profiling.scrape import new_client
+    from profiling.discovery import new_client
 
     async with new_client() as http:
         if output is not None:
@@ -174,7 +171,7 @@ async def _scrape_all(
     http: httpx.AsyncClient, live: bool,
 ) -> list[TargetProgress]:
     """Run every target's scrape at once; on a terminal, redraw their lines meanwhile."""
-    from profiling.scrape import profile_seconds
+    from profiling.discovery import profile_seconds
 
     now = time.monotonic()
     rows = [TargetProgress(t.url(), profile_seconds(duration), now) for t in targets]
@@ -199,7 +196,7 @@ async def _one(
 ) -> None:
     """Scrape one target with the shared core, keeping ``row`` up to date; without a
     terminal, print its line when it finishes."""
-    from profiling.scrape import scrape_async
+    from profiling.discovery import scrape_async
 
     async def hand_on(data: bytes) -> str:
         row.step = handing_on
@@ -229,7 +226,7 @@ class _FileSink:
 
     def _save(self, target: Target, data: bytes) -> str:
         from profiling.atomicfile import atomic_write
-        from profiling.validate import validate
+        from profiling.pprof import validate
 
         validate(data)  # what the API would refuse is not saved either
         path = self.folder / profile_filename(self.app, target, datetime.now(UTC))
@@ -273,7 +270,7 @@ async def _redraw(block: _LiveLines, rows: Sequence[TargetProgress]) -> None:
 @contextmanager
 def _quiet_scrape_log() -> Iterator[None]:
     """The scrape core logs each failing target; here the command reports it itself, once."""
-    logger = logging.getLogger("profiling.scrape")
+    logger = logging.getLogger("profiling.discovery.scraping")
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from profiling.config import Config
 
+from profiling.config import TOKEN_ENV, Chosen, Setting, resolve, switch
 from profiling.logs import LOG_LEVEL_ENV, LOG_LEVELS, parse_log_level
-from profiling.settings import TOKEN_ENV, Chosen, Setting, resolve, switch
-from profiling.stores import DEFAULT_BLOB_STORE
+from profiling.storage import DEFAULT_BLOB_STORE
 
 
 def _port(text: str) -> int:
@@ -160,7 +160,7 @@ def _argument(parse: Callable[[str], Any]) -> Callable[[str], Any]:
 def choose_settings(
     flags: Mapping[str, Any], env: Mapping[str, str], config: Config | None, config_path: object = None
 ) -> dict[str, Chosen]:
-    """Every setting of ``SETTINGS`` with where it came from, each by ``profiling.settings.resolve``."""
+    """Every setting of ``SETTINGS`` with where it came from, each by ``profiling.config.settings.resolve``."""
     return {setting.name: resolve(setting, flags, env, config, config_path) for setting in SETTINGS}
 
 
@@ -173,7 +173,7 @@ def run_server(args: argparse.Namespace) -> int:
     from profiling.config import load_config
     from profiling.errors import BlobStoreError, ConfigError
     from profiling.logs import configure_logging
-    from profiling.stores import parse_store_url
+    from profiling.storage import parse_store_url
     from profiling.units import parse_size
 
     where = resolve(CONFIG, vars(args), os.environ)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from profiling.cleaning import CleanRule, clean as clean_store
+from profiling.pipeline import CleanRule
+from profiling.pipeline import clean as clean_store
 
 from . import settings
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from profiling.deletion import delete_app
+from profiling.pipeline import delete_app
 
 from . import settings
 

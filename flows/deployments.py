@@ -23,9 +23,8 @@ from prefect.events import DeploymentEventTrigger
 from prefect.events.schemas.automations import Posture
 
 from profiling.config import Config
-from profiling.events import DELETED, UPLOADED
-from profiling.prefect_events import RESOURCE_PREFIX
-from profiling.schedule import EPOCH, tick_for
+from profiling.discovery import EPOCH, tick_for
+from profiling.pipeline import DELETED, RESOURCE_PREFIX, UPLOADED
 
 from .clean import clean
 from .delete import delete
@@ -60,7 +59,7 @@ def app_trigger(event: str, name: str, within: timedelta = timedelta(0)) -> Depl
 
 
 def tick_schedule(every: timedelta) -> IntervalSchedule:
-    """Every tick, on the same points of the clock as profiling.schedule counts them."""
+    """Every tick, on the same points of the clock as profiling.discovery.schedule counts them."""
     return IntervalSchedule(interval=tick_for(every), anchor_date=EPOCH)
 
 

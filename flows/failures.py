@@ -30,7 +30,7 @@ from prefect import get_run_logger
 from prefect.exceptions import FailedRun
 from prefect.states import Failed, State
 
-_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
 
 
 def fail(message: str) -> State:
@@ -55,10 +55,10 @@ class _ReportedFailure(logging.Filter):
         return True
 
 
-_REPORTED = _ReportedFailure()
+REPORTED = _ReportedFailure()
 
 
 def quiet_reported_failures() -> None:
     """Install the filter on the run loggers (once per process; calling again changes nothing)."""
-    for name in _RUN_LOGGERS:
-        logging.getLogger(name).addFilter(_REPORTED)
+    for name in RUN_LOGGERS:
+        logging.getLogger(name).addFilter(REPORTED)

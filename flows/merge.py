@@ -5,7 +5,7 @@ at most once per ``THROTTLE`` window whatever the number of apps, and the run
 merges every app that has staged uploads, then keeps watching for that window
 so that the uploads whose events the throttle swallowed are merged within a
 poll. Runs that overlap share the work safely: an app's batch record lets one
-run at a time merge it (profiling.batches).
+run at a time merge it (profiling.pipeline.batches).
 
 An app's merge is not a task run: at fleet size a task run per app and merge
 cost the Prefect server more than the merge itself (about 35 ms of its CPU each,
@@ -27,14 +27,23 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.states import Completed, State
 
-from profiling.batches import MergeReport, find_pending, merge_pending, refresh_due
-from profiling.blobs import BlobStore
 from profiling.config import Config
-from profiling.deletion import delete_app, needs_cleanup
-from profiling.events import EventError, EventSink, merged_event
-from profiling.measurement import size_label
-from profiling.names import merged_key
-from profiling.reports import merge_failure_markdown, merge_markdown
+from profiling.pipeline import (
+    EventError,
+    EventSink,
+    MergeReport,
+    delete_app,
+    find_pending,
+    merge_failure_markdown,
+    merge_markdown,
+    merge_pending,
+    merged_event,
+    merged_key,
+    needs_cleanup,
+    refresh_due,
+)
+from profiling.pprof import size_label
+from profiling.storage import BlobStore
 
 from . import settings
 from .failures import fail, quiet_reported_failures

@@ -1,7 +1,7 @@
 """The scrape flows: one run per tick profiles every app due in it, or the apps named, now.
 
 ``scrape_tick`` is what the schedules run. Apps that share an interval share
-one deployment whose runs start every tick (profiling.schedule); a run scrapes
+one deployment whose runs start every tick (profiling.discovery.schedule); a run scrapes
 each app due in its tick window at that app's own time, so a fleet's scrapes
 spread over the interval. Each app is a task run named ``scrape <app>`` with
 its own logs and state: one that gets no profile fails alone, with one line
@@ -30,9 +30,16 @@ from prefect.states import Completed, Failed, State
 
 from profiling.client import AsyncClient
 from profiling.config import AppConfig, Config
-from profiling.discovery.sources import SourceCache
-from profiling.schedule import Due, due_in, tick_for, tick_start
-from profiling.scrape import DEFAULT_FETCH_LIMIT, new_client, scrape_async
+from profiling.discovery import (
+    DEFAULT_FETCH_LIMIT,
+    Due,
+    SourceCache,
+    due_in,
+    new_client,
+    scrape_async,
+    tick_for,
+    tick_start,
+)
 
 from . import settings
 from .failures import fail, quiet_reported_failures

@@ -12,12 +12,10 @@ from pathlib import Path
 
 from prefect.settings import get_current_settings
 
-from profiling.blobs import BlobStore
 from profiling.client import AsyncClient
-from profiling.config import Config, find_config
-from profiling.prefect_events import PrefectEventSink
-from profiling.settings import client_token
-from profiling.stores import open_store
+from profiling.config import Config, client_token, find_config
+from profiling.pipeline import PrefectEventSink
+from profiling.storage import BlobStore, open_store
 
 CONFIG_ENV = "AUTOPGO_CONFIG"
 STATE_ENV = "AUTOPGO_STATE"

@@ -41,8 +41,8 @@ import httpx
 
 from .atomicfile import atomic_writer
 from .errors import AutopgoError
-from .etags import file_etag
 from .names import MAX_APP_NAME, is_valid_app_name
+from .storage import file_etag
 
 __all__ = ["DEFAULT_BASE_URL", "DEFAULT_TIMEOUT", "AsyncClient", "Client", "ClientError", "Download", "ProfileInfo", "Saved"]
 
@@ -177,7 +177,7 @@ class Client:
     def download_to(self, app: str, path: str | os.PathLike[str], *, trim: bool = False) -> Saved:
         """Stream the merged profile of ``app`` into ``path``, unless ``path`` already holds it.
 
-        The ETag of a download is a hash of its bytes (``profiling.etags``), so
+        The ETag of a download is a hash of its bytes (``profiling.storage.etags``), so
         the tag of the file at ``path``, if there is one, goes out as
         ``If-None-Match``; if the server answers 304 the file is left untouched
         (not rewritten: its mtime stays) and ``Saved.changed`` is False.

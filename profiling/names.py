@@ -1,4 +1,4 @@
-"""Application names and the blob key layout built from them."""
+"""The rules for app and workload names, which every part of autopgo checks the same way."""
 
 from __future__ import annotations
 
@@ -23,58 +23,10 @@ def check_app_name(app: str) -> str:
     return app
 
 
-# Key layout in the blob store, per app:
-#   <app>/default.pgo                                   the merged profile
-#   <app>/staging/<20-digit ns time>-<16 hex>-g<n>.pb.gz
-#                                                       uploads waiting to be merged, staged under generation n
-#   <app>/rejected/<staged name>[.reason]               uploads that could not be merged, and why
-#   <app>/batch.json                                    the merge batch under way (see batches.py)
-#   <app>/generation.json                               the app's generation (see generations.py)
-#   <app>/deleted/<20-digit ns time>                    tombstones of deletes from before generations
-#   <app>/parts.bin                                     partial merges by time, build and workload (parts.py),
-#                                                       only for apps with a window, builds or workloads
-# Keys written before generations have no "-g<n>" (see generations.py for how they count).
-# An upload that names a workload has it before the generation: <ns time>-<16 hex>-w<workload>-g<n>.pb.gz.
-MERGED_NAME = "default.pgo"
-STAGING = "staging"
-REJECTED = "rejected"
-BATCH_NAME = "batch.json"
-GENERATION_NAME = "generation.json"
-DELETED = "deleted"
-PARTS_NAME = "parts.bin"
-_GENERATION_IN_NAME = re.compile(r"-g(\d+)\.pb\.gz")
 MAX_WORKLOAD_NAME = 63
-_WORKLOAD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,%d}" % (MAX_WORKLOAD_NAME - 1))
+WORKLOAD_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,%d}" % (MAX_WORKLOAD_NAME - 1)
+_WORKLOAD_NAME = re.compile(WORKLOAD_PATTERN)
 WORKLOAD_RULE = f"1 to {MAX_WORKLOAD_NAME} letters, digits, '_', '.' and '-', starting with a letter or digit"
-_WORKLOAD_IN_NAME = re.compile(r"^\d{20}-[0-9a-f]{16}-w(%s)-g\d+\.pb\.gz$" % _WORKLOAD_NAME.pattern)
-
-
-def app_prefix(app: str) -> str:
-    return f"{check_app_name(app)}/"
-
-
-def merged_key(app: str) -> str:
-    return f"{check_app_name(app)}/{MERGED_NAME}"
-
-
-def staging_prefix(app: str) -> str:
-    return f"{check_app_name(app)}/{STAGING}/"
-
-
-def rejected_prefix(app: str) -> str:
-    return f"{check_app_name(app)}/{REJECTED}/"
-
-
-def batch_key(app: str) -> str:
-    return f"{check_app_name(app)}/{BATCH_NAME}"
-
-
-def generation_key(app: str) -> str:
-    return f"{check_app_name(app)}/{GENERATION_NAME}"
-
-
-def parts_key(app: str) -> str:
-    return f"{check_app_name(app)}/{PARTS_NAME}"
 
 
 def is_valid_workload(name: object) -> TypeGuard[str]:
@@ -87,58 +39,3 @@ def check_workload(name: str) -> str:
     if not is_valid_workload(name):
         raise ValueError(f"invalid workload {name[:100]!r}: use {WORKLOAD_RULE}")
     return name
-
-
-def workload_of(key: str) -> str:
-    """The workload a staging (or rejected) key was uploaded for; "" when it names none."""
-    found = _WORKLOAD_IN_NAME.match(key.rsplit("/", 1)[-1])
-    return found.group(1) if found else ""
-
-
-def tombstone_prefix(app: str) -> str:
-    return f"{check_app_name(app)}/{DELETED}/"
-
-
-def tombstone_key(app: str, when_ns: int) -> str:
-    """A tombstone as deletes wrote them before generations (tests make such stores with it)."""
-    return f"{tombstone_prefix(app)}{when_ns:020d}"
-
-
-def time_of(key: str) -> int:
-    """The nanosecond time in a staging or tombstone key (0 if it has none)."""
-    stamp = key.rsplit("/", 1)[-1][:20]
-    return int(stamp) if stamp.isdigit() else 0
-
-
-def generation_of(key: str) -> int | None:
-    """The generation a staging (or rejected) key was staged under; None for keys from before generations."""
-    found = _GENERATION_IN_NAME.search(key.rsplit("/", 1)[-1])
-    return int(found.group(1)) if found else None
-
-
-def new_staging_key(app: str, now_ns: int | None = None, generation: int = 0, workload: str = "") -> str:
-    """A fresh staging key under ``generation``, naming ``workload`` if one is given; keys never collide.
-
-    The time (``now_ns``, by default this machine's clock) roughly orders uploads
-    and is their upload time (parts.py); the generation decides which delete hides
-    them. The random suffix keeps keys unique even for uploads in the same nanosecond.
-    """
-    import secrets
-    import time
-
-    if generation < 0:
-        raise ValueError(f"a generation is never negative, not {generation}")
-    stamp = time.time_ns() if now_ns is None else now_ns
-    named = f"-w{check_workload(workload)}" if workload else ""
-    return f"{staging_prefix(app)}{stamp:020d}-{secrets.token_hex(8)}{named}-g{generation}.pb.gz"
-
-
-def app_of(key: str) -> str | None:
-    """The app a key belongs to, or None if the key is not in the layout."""
-    app, sep, _ = key.partition("/")
-    return app if sep and is_valid_app_name(app) else None
-
-
-def is_merged_key(key: str) -> bool:
-    app = app_of(key)
-    return app is not None and key == f"{app}/{MERGED_NAME}"

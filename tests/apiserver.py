@@ -23,12 +23,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from processes import terminate
+
 from api.handlers import ProfileApi
 from api.limits import Limits
 from api.server import ApiServer
-from profiling.blobs import BlobStore
-from processes import terminate
-from profiling.events import Event
+from profiling.pipeline import Event
+from profiling.storage import BlobStore
 
 AUTOPGO = Path(sys.executable).with_name("autopgo")
 

@@ -10,8 +10,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness  # noqa: E402
-from profiling.codec import decode, encode  # noqa: E402
-from profiling.merge import merge  # noqa: E402
+
+from profiling.pprof import (  # noqa: E402
+    decode,
+    encode,
+    merge,  # noqa: E402
+)
 
 
 @pytest.fixture(scope="session")

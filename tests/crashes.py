@@ -34,15 +34,26 @@ if str(HERE.parent) not in sys.path:  # run as a script: the project and the tes
 
 from test_batches import upload_profile  # noqa: E402
 
-from profiling.batches import merge_pending  # noqa: E402
-from profiling.model import Location, Mapping, Profile  # noqa: E402
-from profiling.parts import PartsPolicy  # noqa: E402
-from profiling.blobs import BlobStore  # noqa: E402
-from profiling.codec import encode  # noqa: E402
-from profiling.deletion import delete_app, mark_deleted  # noqa: E402
-from profiling.names import is_valid_app_name, new_staging_key, staging_prefix  # noqa: E402
-from profiling.staging import stage_upload  # noqa: E402
-from profiling.stores import open_store  # noqa: E402
+from profiling.names import is_valid_app_name
+from profiling.pipeline import (  # noqa: E402  # noqa: E402
+    PartsPolicy,  # noqa: E402
+    delete_app,
+    mark_deleted,
+    merge_pending,  # noqa: E402
+    new_staging_key,
+    stage_upload,  # noqa: E402
+    staging_prefix,
+)
+from profiling.pprof import (  # noqa: E402
+    Location,
+    Mapping,
+    Profile,
+    encode,  # noqa: E402
+)
+from profiling.storage import (
+    BlobStore,  # noqa: E402
+    open_store,  # noqa: E402
+)
 
 Ack = Callable[[str], None]
 PARALLEL = 4  # crashes run at once (each on its own app); they wait on the store more than on the CPU

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from profiling.model import Function, Line, Location, Mapping, Profile, Sample, ValueType
+from profiling.pprof import Function, Line, Location, Mapping, Profile, Sample, ValueType
 
 
 def cpu_profile(*, start_line: int = 10, scale: int = 1) -> Profile:

@@ -15,11 +15,11 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from datetime import timedelta
-from typing import Any
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from multiprocessing import Pipe
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -35,26 +35,35 @@ from apiserver import (
     request_bytes,
     thread_server,
 )
+from sample_profiles import cpu_profile, heap_profile
 
 from api import workers
 from api.config import EventsConfig
 from api.errors import ApiError
-from sample_profiles import cpu_profile, heap_profile
 from api.limits import Limits
 from api.sinks import LogEventSink, open_sink
-from profiling import names
-from profiling.batches import Labels, find_pending
-from profiling.blobs import BlobStore
-from profiling.codec import decode, encode, encode_raw
 from profiling.errors import BlobStoreError, ProfileError
-from profiling.etags import content_etag
-from profiling.generations import read_generation
-from profiling.events import DELETED, UPLOADED, Event, EventError
-from profiling.model import Profile, Sample, ValueType
-from profiling.proto import profile_pb2 as pb
-from profiling.prefect_events import PrefectEventSink, prefect_event
-from profiling.stores import open_store
-from profiling.trim import trim_for_pgo
+from profiling.names import MAX_APP_NAME
+from profiling.pipeline import (
+    DELETED,
+    UPLOADED,
+    Event,
+    EventError,
+    Labels,
+    PrefectEventSink,
+    find_pending,
+    is_merged_key,
+    merged_key,
+    new_staging_key,
+    prefect_event,
+    read_generation,
+    rejected_prefix,
+    staging_prefix,
+    tombstone_prefix,
+)
+from profiling.pprof import Profile, Sample, ValueType, decode, encode, encode_raw, trim_for_pgo
+from profiling.pprof.proto import profile_pb2 as pb
+from profiling.storage import BlobStore, content_etag, open_store
 
 MAX_BODY = 1 << 20
 MAX_DECOMPRESSED = 4 << 20
@@ -154,7 +163,7 @@ def assert_still_serving(server: ThreadServer) -> None:
 
 def put_merged(store: BlobStore, app: str, profile: Profile | bytes) -> None:
     data = profile if isinstance(profile, bytes) else encode(profile)
-    store.put(names.merged_key(app), data)
+    store.put(merged_key(app), data)
 
 
 # --------------------------------------------------------------------------- uploads
@@ -169,7 +178,7 @@ def test_upload_real_profiles_stages_them_and_emits_events(
         response = client.post("/api/profile/checkout", content=data)
         assert response.status_code == 201, response.text
         key = response.json()["key"]
-        assert key.startswith(names.staging_prefix("checkout")) and key.endswith(".pb.gz")
+        assert key.startswith(staging_prefix("checkout")) and key.endswith(".pb.gz")
         uploaded[key] = data
     assert sorted(uploaded) == keys(store)
     for key, data in uploaded.items():
@@ -393,7 +402,7 @@ def test_empty_app_name_is_400(server: ThreadServer, store: BlobStore) -> None:
 
 def test_longest_app_name_is_fine(client: httpx.Client, store: BlobStore) -> None:
     app = "a-9" * 21
-    assert len(app) == names.MAX_APP_NAME
+    assert len(app) == MAX_APP_NAME
     response = client.post(f"/api/profile/{app}", content=CPU)
     assert response.status_code == 201
     assert keys(store)[0].startswith(f"{app}/staging/")
@@ -440,7 +449,7 @@ def test_download_404_when_nothing_merged(client: httpx.Client, store: BlobStore
 def test_download_with_etag_and_304(client: httpx.Client, store: BlobStore, cpu_profiles: list[Path]) -> None:
     data = cpu_profiles[0].read_bytes()
     put_merged(store, "svc", data)
-    info = store.stat(names.merged_key("svc"))
+    info = store.stat(merged_key("svc"))
     response = client.get("/api/profile/svc")
     assert response.status_code == 200
     assert response.content == data
@@ -475,7 +484,7 @@ class CountingStore:
         self.opened: list[str] = []
 
     def open(self, key: str) -> tuple[Any, Any]:
-        if names.is_merged_key(key):
+        if is_merged_key(key):
             self.opened.append(key)
         return self._store.open(key)
 
@@ -646,7 +655,7 @@ def test_list_merged_profiles(client: httpx.Client, store: BlobStore) -> None:
     profiles = response.json()["profiles"]
     assert [p["key"] for p in profiles] == ["alpha", "beta"]
     for p in profiles:
-        info = store.stat(names.merged_key(p["key"]))
+        info = store.stat(merged_key(p["key"]))
         assert p["size"] == info.size
         assert RFC3339_UTC.fullmatch(p["lastModified"]), p["lastModified"]
     assert client.head("/api/profile").status_code == 200
@@ -657,8 +666,8 @@ def test_list_merged_profiles(client: httpx.Client, store: BlobStore) -> None:
 
 def rejected_key(app: str) -> str:
     """Where the merge flow puts an upload it could not merge: the staged name, and why."""
-    staged = names.new_staging_key(app)
-    return f"{names.rejected_prefix(app)}{staged.rsplit('/', 1)[1]}.reason"
+    staged = new_staging_key(app)
+    return f"{rejected_prefix(app)}{staged.rsplit('/', 1)[1]}.reason"
 
 
 def merged_of(generation: int) -> bytes:
@@ -672,7 +681,7 @@ def merged_of(generation: int) -> bytes:
 def test_delete_hides_the_app_at_once_and_emits_event(
     client: httpx.Client, store: BlobStore, sink: RecordingSink, stored: str
 ) -> None:
-    where = {"merged": names.merged_key, "staged": names.new_staging_key, "rejected": rejected_key}
+    where = {"merged": merged_key, "staged": new_staging_key, "rejected": rejected_key}
     key = where[stored]("svc")
     store.put(key, CPU)
     put_merged(store, "svc-other", CPU)  # a prefix of another app's name is not "svc"
@@ -692,21 +701,21 @@ def test_delete_hides_the_app_at_once_and_emits_event(
 
 
 def test_delete_404_when_nothing_stored(client: httpx.Client, store: BlobStore, sink: RecordingSink) -> None:
-    store.put(names.merged_key("svc-other"), CPU)
+    store.put(merged_key("svc-other"), CPU)
     assert_error(client.delete("/api/profile/svc"), 404, "nothing is stored")
     assert sink.events == []
-    assert keys(store) == [names.merged_key("svc-other")]
+    assert keys(store) == [merged_key("svc-other")]
 
 
 def test_a_delete_from_before_generations_still_hides_what_came_before_it(
     client: httpx.Client, store: BlobStore
 ) -> None:
     tombstone = 1_700_000_000_000_000_000  # written by a delete then, by its time
-    store.put(f"{names.tombstone_prefix('svc')}{tombstone:020d}", b"")
+    store.put(f"{tombstone_prefix('svc')}{tombstone:020d}", b"")
     for app, since in (("svc", tombstone - 1), ("svc", tombstone)):
         p = cpu_profile()
         p.comments = ["autopgo.batch=old", f"autopgo.since={since}"]
-        store.put(names.merged_key(app), encode(p))
+        store.put(merged_key(app), encode(p))
         served = since >= tombstone
         assert client.get("/api/profile/svc").status_code == (200 if served else 404)
         assert client.head("/api/profile/svc").status_code == (200 if served else 404)
@@ -724,7 +733,7 @@ def test_data_after_a_deletion_is_served(client: httpx.Client, store: BlobStore,
     assert client.get("/api/profile/svc").status_code == 404
 
     generation = read_generation(store, "svc").number
-    store.put(names.merged_key("svc"), merged_of(generation))  # merged from uploads after it
+    store.put(merged_key("svc"), merged_of(generation))  # merged from uploads after it
     response = client.get("/api/profile/svc")
     assert response.status_code == 200 and response.content == merged_of(generation)
     assert client.head("/api/profile/svc").status_code == 200
@@ -1149,9 +1158,7 @@ def _pgo_variants() -> dict[str, Profile]:
 
 @pytest.mark.parametrize("case", list(_pgo_variants()))
 def test_pgo_usable_check_agrees_with_pgo_edges(case: str) -> None:
-    from profiling.trim import check_pgo_usable
-    from profiling.tables import from_profile
-    from profiling.trim import pgo_edges
+    from profiling.pprof import check_pgo_usable, from_profile, pgo_edges
 
     profile = _pgo_variants()[case]
     try:
@@ -1168,8 +1175,7 @@ def test_pgo_usable_check_agrees_with_pgo_edges(case: str) -> None:
 
 
 def test_pgo_usable_check_accepts_real_profiles(cpu_profiles: list[Path]) -> None:
-    from profiling.trim import check_pgo_usable
-    from profiling.codec import decode_tables
+    from profiling.pprof import check_pgo_usable, decode_tables
 
     for path in cpu_profiles:
         check_pgo_usable(decode_tables(path.read_bytes()))
@@ -1267,7 +1273,7 @@ def test_labels_of_a_merged_profile_are_read_once_per_version(
     monkeypatch.setattr(api.visibility, "labels_of", counting)
     put_merged(store, "svc", CPU)
     assert client.delete("/api/profile/svc").status_code == 202
-    store.put(names.merged_key("svc"), merged_of(1))
+    store.put(merged_key("svc"), merged_of(1))
     for _ in range(3):
         assert client.get("/api/profile/svc").content == merged_of(1)
         assert client.head("/api/profile/svc").status_code == 200

@@ -12,28 +12,42 @@ from pathlib import Path
 
 import pytest
 
-from profiling.batches import LABEL_COMMENTS, merge_pending, read_merged
-from profiling.cleaning import CleanRule, clean
-from profiling.codec import encode
-from profiling.deletion import delete_app, has_data, mark_deleted, needs_cleanup
-from profiling.merge import merge
-from profiling.model import Function, Line, Location, Profile, Sample, ValueType
-from profiling.noinline import NOINLINE_SUFFIX, guard_never_inline
-from profiling.names import (
+from profiling.pipeline import (
+    LABEL_COMMENTS,
+    CleanRule,
+    PruneRule,
     batch_key,
+    clean,
+    delete_app,
     generation_key,
     generation_of,
+    has_data,
+    mark_deleted,
+    merge_pending,
     merged_key,
+    needs_cleanup,
     new_staging_key,
+    read_merged,
     rejected_prefix,
+    stage_upload,
     staging_prefix,
     tombstone_key,
 )
-from profiling.rules import PruneRule
-from profiling.staging import stage_upload
-from profiling.stores import open_store
-from profiling.tables import to_profile
-from profiling.trim import pgo_edges
+from profiling.pprof import (
+    NOINLINE_SUFFIX,
+    Function,
+    Line,
+    Location,
+    Profile,
+    Sample,
+    ValueType,
+    encode,
+    guard_never_inline,
+    merge,
+    pgo_edges,
+    to_profile,
+)
+from profiling.storage import open_store
 
 APP = "shop"
 CPU = [ValueType("samples", "count"), ValueType("cpu", "nanoseconds")]

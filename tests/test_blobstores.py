@@ -21,11 +21,17 @@ from pathlib import Path
 import pytest
 from seaweed import SeaweedFS, seaweedfs  # noqa: F401  (seaweedfs is a session fixture)
 
-from profiling.blobs import BlobInfo, BlobStore
 from profiling.errors import BlobNotFoundError, BlobStoreError, PreconditionFailedError
-from profiling.filestore import FileStore
-from profiling.s3store import S3Store
-from profiling.stores import StoreLocation, StoreURLError, open_store, parse_store_url
+from profiling.storage import (
+    BlobInfo,
+    BlobStore,
+    FileStore,
+    S3Store,
+    StoreLocation,
+    StoreURLError,
+    open_store,
+    parse_store_url,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 S3_PAGE_SIZE = 7  # small, so listings in these tests span several pages
@@ -476,7 +482,7 @@ PROCESS_COUNTER = """
 import sys
 sys.path.insert(0, {root!r})
 from profiling.errors import PreconditionFailedError
-from profiling.filestore import FileStore
+from profiling.storage.filestore import FileStore
 
 store = FileStore(sys.argv[1])
 for _ in range(int(sys.argv[2])):
@@ -719,7 +725,7 @@ def test_filesystem_users_never_import_boto3(tmp_path: Path) -> None:
     code = (
         "import sys\n"
         f"sys.path.insert(0, {str(ROOT)!r})\n"
-        "from profiling.stores import open_store\n"
+        "from profiling.storage.stores import open_store\n"
         f"s = open_store({str(tmp_path / 'blobs')!r})\n"
         "s.put('k', b'v'); assert s.get('k') == b'v'\n"
         "assert 'boto3' not in sys.modules and 'botocore' not in sys.modules, 'boto3 imported'\n"

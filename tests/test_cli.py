@@ -9,11 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from sample_profiles import cpu_profile, heap_profile
 
 from cli.main import main
-from profiling.codec import decode, encode
-from profiling.model import Profile, ValueType
-from sample_profiles import cpu_profile, heap_profile
+from profiling.pprof import Profile, ValueType, decode, encode
 
 AUTOPGO = Path(sys.executable).with_name("autopgo")
 

@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pytest
 from apiserver import RecordingSink, closed_port, thread_server
+from sample_profiles import cpu_profile
 
 from cli.main import main
-from profiling.codec import decode, encode
-from profiling.model import Function, Line, Location, Profile, Sample, ValueType
-from profiling.names import merged_key
-from profiling.stores import open_store
-from sample_profiles import cpu_profile
+from profiling.pipeline import merged_key
+from profiling.pprof import Function, Line, Location, Profile, Sample, ValueType, decode, encode
+from profiling.storage import open_store
 
 AUTOPGO = Path(sys.executable).with_name("autopgo")
 

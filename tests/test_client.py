@@ -27,13 +27,14 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from processes import wait_until_ready
 
 import profiling.client as client_module
-from processes import wait_until_ready
 from cli.main import build_parser, main
 from profiling.client import CHUNK_SIZE, Client, ClientError, Download, ProfileInfo, Saved
-from profiling.etags import content_etag
-from profiling.names import is_valid_app_name, new_staging_key
+from profiling.names import is_valid_app_name
+from profiling.pipeline import new_staging_key
+from profiling.storage import content_etag
 
 AUTOPGO = Path(sys.executable).with_name("autopgo")
 PROFILE = b"\x1f\x8b" + bytes(range(256)) * 40  # the fake does not decode profiles
@@ -653,8 +654,9 @@ def test_cli_download_twice_keeps_a_current_file(
 ) -> None:
     """Against the real API server: the second download is a 304 and leaves the file as it was."""
     from apiserver import RecordingSink, thread_server
-    from profiling.names import merged_key
-    from profiling.stores import open_store
+
+    from profiling.pipeline import merged_key
+    from profiling.storage import open_store
 
     blobs = open_store(str(tmp_path / "blobs"))
     blobs.put(merged_key("svc"), cpu_profiles[0].read_bytes())
@@ -684,8 +686,9 @@ def test_download_between_real_processes_keeps_a_current_file(tmp_path: Path, cp
     unchanged profile again is a 304 (the server's access log says so) that leaves the file as
     it was and says so in one line; a new merge is downloaded again."""
     from apiserver import ServerProcess
-    from profiling.names import merged_key
-    from profiling.stores import open_store
+
+    from profiling.pipeline import merged_key
+    from profiling.storage import open_store
 
     blobs = open_store(str(tmp_path / "blobs"))
     blobs.put(merged_key("svc"), cpu_profiles[0].read_bytes())
@@ -801,7 +804,7 @@ def test_cli_defaults_to_localhost_8080(monkeypatch: pytest.MonkeyPatch) -> None
 
     monkeypatch.setattr(client_module, "Client", Recorder)
     args = build_parser().parse_args(["list"])
-    remote._client(args)
+    remote.client_for(args)
     assert seen == [("http://localhost:8080", None, 30.0)]
 
 
@@ -941,9 +944,9 @@ def test_end_to_end_with_the_real_server(cpu_profiles: list[Path], tmp_path: Pat
     help_text = _real_server_help()
     if help_text is None or "--blob-store" not in help_text:
         pytest.skip("`autopgo server` is not available (api/ and cli/server.py not in place)")
-    from profiling.codec import decode
-    from profiling.names import merged_key
-    from profiling.stores import open_store
+    from profiling.pipeline import merged_key
+    from profiling.pprof import decode
+    from profiling.storage import open_store
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

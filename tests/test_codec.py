@@ -1,4 +1,4 @@
-"""profiling.codec: what decode rejects (always one-line ProfileError), what it accepts, round trips.
+"""profiling.pprof.codec: what decode rejects (always one-line ProfileError), what it accepts, round trips.
 
 Inputs are built with the protobuf bindings, so each bad case differs from a
 valid profile in exactly one way. Where upstream behaviour matters, the
@@ -18,15 +18,30 @@ from pathlib import Path
 
 import pytest
 from google.protobuf.message import DecodeError
-
-from profiling.codec import DEFAULT_MAX_DECOMPRESSED, decode, decode_tables, decompress, encode, encode_raw
-from profiling.errors import ProfileError, ProfileTooLargeError
-from profiling.model import Function, Labels, Line, Location, Mapping, Profile, Sample, ValueType
-from profiling.proto import profile_pb2 as pb
-from profiling.trim import check_pgo_usable
-from profiling.validate import _certainly_valid, validate
 from sample_profiles import cpu_profile, heap_profile
 from wire_cases import HEADER_RAW, UNUSUAL_ENCODINGS, field_varint, submessage, tag
+
+from profiling.errors import ProfileError, ProfileTooLargeError
+from profiling.pprof import (
+    DEFAULT_MAX_DECOMPRESSED,
+    Function,
+    Labels,
+    Line,
+    Location,
+    Mapping,
+    Profile,
+    Sample,
+    ValueType,
+    certainly_valid,
+    check_pgo_usable,
+    decode,
+    decode_tables,
+    decompress,
+    encode,
+    encode_raw,
+    validate,
+)
+from profiling.pprof.proto import profile_pb2 as pb
 
 MiB = 1 << 20
 
@@ -869,6 +884,6 @@ def test_validate_checks_pgo_use_as_check_pgo_usable(profile: Profile) -> None:
 
 def test_validate_takes_the_quick_path_for_well_formed_profiles() -> None:
     # (real Go profiles: tests/test_go_toolchain.py)
-    assert _certainly_valid(encode_raw(hand_built_profile()), require_pgo=False)
-    assert _certainly_valid(encode_raw(cpu_profile()), require_pgo=True)
-    assert not _certainly_valid(encode_raw(cpu_profile(start_line=0)), require_pgo=True)
+    assert certainly_valid(encode_raw(hand_built_profile()), require_pgo=False)
+    assert certainly_valid(encode_raw(cpu_profile()), require_pgo=True)
+    assert not certainly_valid(encode_raw(cpu_profile(start_line=0)), require_pgo=True)

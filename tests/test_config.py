@@ -9,21 +9,20 @@ from pathlib import Path
 
 import pytest
 
-from profiling.targets import Target
 from profiling.config import (
     DEFAULT_API_URL,
     AppConfig,
     CleanConfig,
     Config,
     ScrapeConfig,
-    TargetsConfig,
     load_config,
     parse_config,
     parse_duration,
 )
+from profiling.discovery import Target, TargetsConfig
 from profiling.errors import ConfigError
-from profiling.noinline import BUILTIN_NEVER_INLINE
-from profiling.rules import PruneRule
+from profiling.pipeline import PruneRule
+from profiling.pprof import BUILTIN_NEVER_INLINE
 
 FULL = """\
 blob_store: s3://profiles/pgo?endpoint=http://127.0.0.1:8333&region=us-east-1

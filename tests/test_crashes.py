@@ -41,15 +41,9 @@ from crashes import (
 from seaweed import SeaweedFS, seaweedfs  # noqa: F401  (seaweedfs is a session fixture)
 from test_batches import counts, without_batch_comments
 
-from profiling.batches import merge_pending, read_merged
-from profiling.blobs import BlobStore
-from profiling.deletion import needs_cleanup
-from profiling.generations import read_generation
-from profiling.model import Profile
-from profiling.names import staging_prefix
-from profiling.parts import PartsPolicy
-from profiling.stores import open_store
-from profiling.tables import to_profile
+from profiling.pipeline import PartsPolicy, merge_pending, needs_cleanup, read_generation, read_merged, staging_prefix
+from profiling.pprof import Profile, to_profile
+from profiling.storage import BlobStore, open_store
 
 HERE = Path(__file__).resolve().parent
 T = TypeVar("T")

@@ -21,12 +21,9 @@ import pytest
 from seaweed import SeaweedFS, seaweedfs  # noqa: F401  (seaweedfs is a session fixture)
 from test_batches import APP, counts, merged_profile, upload_profile
 
-from profiling.batches import merge_pending
-from profiling.blobs import BlobStore
-from profiling.codec import encode
-from profiling.deletion import delete_app, has_data, mark_deleted
-from profiling.staging import stage_upload
-from profiling.stores import open_store
+from profiling.pipeline import delete_app, has_data, mark_deleted, merge_pending, stage_upload
+from profiling.pprof import encode
+from profiling.storage import BlobStore, open_store
 
 SKEW_NS = 5 * 60 * 1_000_000_000
 

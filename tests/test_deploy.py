@@ -17,13 +17,13 @@ from typing import Any
 import httpx
 import pytest
 from prefect.client.schemas.schedules import IntervalSchedule
+from processes import BIN, Process, free_port, healthy, prefect_env, prefect_server_argv, processes_using, wait_for
+from sample_profiles import cpu_profile
 
 from flows.workpool import on_schedule
-from processes import BIN, Process, free_port, healthy, prefect_env, prefect_server_argv, processes_using, wait_for
-from profiling.codec import encode
-from profiling.names import merged_key, new_staging_key
-from profiling.stores import open_store
-from sample_profiles import cpu_profile
+from profiling.pipeline import merged_key, new_staging_key
+from profiling.pprof import encode
+from profiling.storage import open_store
 
 pytestmark = pytest.mark.slow
 

@@ -13,9 +13,6 @@ from typing import Any
 
 import pytest
 import yaml
-
-from processes import wait_for
-from profiling.discovery.sources import SourceCache
 from fakeapis import (
     Certs,
     FakeAPI,
@@ -29,22 +26,28 @@ from fakeapis import (
     pod,
     server_context,
 )
-from profiling.config import (
+from processes import wait_for
+
+from profiling.config import ScrapeConfig, load_config
+from profiling.discovery import (
+    DEFAULT_PATH,
     ClientTLS,
     ConsulTargets,
+    ConsulTargetSource,
+    DiscoveryError,
+    FileTargets,
+    HttpSource,
     KubernetesTargets,
+    KubernetesTargetSource,
     NomadTargets,
-    ScrapeConfig,
+    NomadTargetSource,
+    SourceCache,
+    StaticTargets,
+    Target,
     TargetsConfig,
-    load_config,
+    TLSSettings,
 )
-from profiling.discovery import DiscoveryError, HttpSource
-from profiling.discovery.consul import ConsulTargetSource
-from profiling.discovery.kubernetes import KubernetesTargetSource
-from profiling.discovery.nomad import NomadTargetSource
-from profiling.discovery.tls import TLSSettings
 from profiling.errors import ConfigError
-from profiling.targets import DEFAULT_PATH, FileTargets, StaticTargets, Target
 
 APP = "checkout"
 SCRAPE_TAGS = ["autopgo.scrape=true", f"autopgo.scrape.app={APP}"]

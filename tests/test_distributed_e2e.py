@@ -20,7 +20,6 @@ every other run reaches a final state, and nothing of the stack is left running.
 from __future__ import annotations
 
 import dataclasses
-
 import os
 import signal
 import time
@@ -32,16 +31,23 @@ from typing import Any
 
 import httpx
 import pytest
-
 from distributed import Stack, distributed_stack, readme_block, run_client, start_autopgo_server, start_autopgo_worker
 from processes import BIN, processes_using, wait_for
-from profiling.batches import DEFAULT_RECOVER_AFTER, LABEL_COMMENTS
-from profiling.codec import decode, encode
-from profiling.merge import merge
-from profiling.model import Function, Line, Location, Profile, Sample
-from profiling.names import time_of
-from profiling.noinline import BUILTIN_NEVER_INLINE, guard_never_inline
 from seaweed import SeaweedFS, seaweedfs  # noqa: F401  (seaweedfs is a session fixture)
+
+from profiling.pipeline import DEFAULT_RECOVER_AFTER, LABEL_COMMENTS, time_of
+from profiling.pprof import (
+    BUILTIN_NEVER_INLINE,
+    Function,
+    Line,
+    Location,
+    Profile,
+    Sample,
+    decode,
+    encode,
+    guard_never_inline,
+    merge,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 

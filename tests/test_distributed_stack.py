@@ -15,15 +15,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from distributed import Stack, distributed_stack
-from profiling.batches import read_merged
-from profiling.events import UPLOADED, Event
-from profiling.names import new_staging_key
-from profiling.prefect_events import PrefectEventSink
-from profiling.stores import open_store
 from processes import BIN, wait_for
 from seaweed import SeaweedFS, seaweedfs  # noqa: F401  (seaweedfs is a session fixture)
+
+from profiling.pipeline import UPLOADED, Event, PrefectEventSink, new_staging_key, read_merged
+from profiling.storage import open_store
 
 pytestmark = pytest.mark.slow
 

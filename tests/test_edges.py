@@ -5,13 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import harness
-from profiling.batches import MergeReport
-from profiling.codec import encode
-from profiling.edges import hot_edges
-from profiling.fileio import read_profile
-from profiling.measurement import percentage
-from profiling.merge import merge
-from profiling.reports import merge_markdown
+
+from profiling.pipeline import MergeReport, merge_markdown
+from profiling.pprof import encode, hot_edges, merge, percentage, read_profile
 
 HEADER = "GO PREPROFILE V1\n"
 

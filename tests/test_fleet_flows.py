@@ -18,12 +18,12 @@ from typing import Any
 
 import httpx
 import pytest
-
 from fakeapis import FakeKubernetes, kubeconfig
 from processes import free_port, healthy, stop_group, wait_for
-from profiling.codec import encode
-from profiling.stores import open_store
 from sample_profiles import cpu_profile
+
+from profiling.pprof import encode
+from profiling.storage import open_store
 
 pytestmark = pytest.mark.slow
 

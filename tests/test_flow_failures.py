@@ -30,16 +30,16 @@ def run_records() -> Iterator[list[logging.LogRecord]]:
     """What the flow and task run loggers pass to their handlers (here only ours, not Prefect's API handler)."""
     handler = Records()
     saved = []
-    for name in failures._RUN_LOGGERS:
+    for name in failures.RUN_LOGGERS:
         logger = logging.getLogger(name)
         saved.append((logger, logger.handlers))
         logger.handlers = [handler]
-        logger.addFilter(failures._REPORTED)
+        logger.addFilter(failures.REPORTED)
     try:
         yield handler.records
     finally:
         for logger, handlers in saved:
-            logger.removeFilter(failures._REPORTED)
+            logger.removeFilter(failures.REPORTED)
             logger.handlers = handlers
 
 

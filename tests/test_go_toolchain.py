@@ -6,18 +6,24 @@ import re
 import subprocess
 from pathlib import Path
 
-import pytest
-
 import harness
+import pytest
 from wire_cases import UNUSUAL_ENCODINGS
-from profiling.codec import decode, decompress, encode
-from profiling.fileio import read_profile
-from profiling.merge import compact, merge
-from profiling.parallel import merge_files
-from profiling.prune import prune
-from profiling.tables import to_profile
-from profiling.trim import trim_for_pgo
-from profiling.validate import _certainly_valid, validate
+
+from profiling.pprof import (
+    certainly_valid,
+    compact,
+    decode,
+    decompress,
+    encode,
+    merge,
+    merge_files,
+    prune,
+    read_profile,
+    to_profile,
+    trim_for_pgo,
+    validate,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -68,7 +74,7 @@ def test_validate_accepts_real_profiles_on_the_quick_path(cpu_profiles: list[Pat
     for path in [*cpu_profiles, tmp_path / "pprof.pb.gz"]:
         data = path.read_bytes()
         validate(data, require_pgo=True)
-        assert _certainly_valid(decompress(data), require_pgo=True), path.name
+        assert certainly_valid(decompress(data), require_pgo=True), path.name
 
 
 def test_preprofile_identical_for_ours_and_pprof(cpu_profiles: list[Path], tmp_path: Path) -> None:
@@ -128,9 +134,9 @@ def test_prune_matches_upstream(cpu_profiles: list[Path], pprofref: Path, tmp_pa
 
 
 def test_real_heap_profile_is_refused_by_trim(service_binary: Path) -> None:
-    from profiling.errors import ProfileError
-
     import httpx
+
+    from profiling.errors import ProfileError
 
     with harness.Service(service_binary) as service:
         heap = decode(httpx.get(f"{service.url}/debug/pprof/heap", timeout=30).content)

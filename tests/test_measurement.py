@@ -7,16 +7,13 @@ import re
 import subprocess
 from pathlib import Path
 
+import harness
 import httpx
 import pytest
-
-import harness
 from processes import wait_for
+
 from cli.main import main
-from profiling.codec import encode
-from profiling.merge import merge
-from profiling.fileio import read_profile
-from profiling.model import Function, Line, Location, Profile, Sample, ValueType
+from profiling.pprof import Function, Line, Location, Profile, Sample, ValueType, encode, merge, read_profile
 
 pytestmark = pytest.mark.slow
 

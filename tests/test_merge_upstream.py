@@ -12,10 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from profiling.codec import encode
-from profiling.fileio import read_profile
-from profiling.merge import merge
-from profiling.model import Function, Labels, Line, Location, Mapping, Profile, Sample, ValueType
+from profiling.pprof import (
+    Function,
+    Labels,
+    Line,
+    Location,
+    Mapping,
+    Profile,
+    Sample,
+    ValueType,
+    encode,
+    merge,
+    read_profile,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""The never-inline guard (profiling.noinline) against the Go toolchain: `go tool preprofile`
+"""The never-inline guard (profiling.pprof.noinline) against the Go toolchain: `go tool preprofile`
 shows what the compiler reads, and the compiler itself shows what it inlines."""
 
 from __future__ import annotations
@@ -7,14 +7,25 @@ import re
 import subprocess
 from pathlib import Path
 
+import harness
 import pytest
 
-import harness
-from profiling.codec import decode, encode
-from profiling.fileio import read_profile
-from profiling.merge import compact, merge
-from profiling.model import Function, Line, Location, Profile, Sample, ValueType
-from profiling.noinline import BUILTIN_NEVER_INLINE, NOINLINE_SUFFIX, guard_never_inline
+from profiling.pprof import (
+    BUILTIN_NEVER_INLINE,
+    NOINLINE_SUFFIX,
+    Function,
+    Line,
+    Location,
+    Profile,
+    Sample,
+    ValueType,
+    compact,
+    decode,
+    encode,
+    guard_never_inline,
+    merge,
+    read_profile,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -8,14 +8,12 @@ import random
 from pathlib import Path
 
 import pytest
-
-import profiling.parallel as parallel
-from profiling.codec import encode, encode_raw
-from profiling.errors import ProfileError, ProfileTooLargeError
-from profiling.model import Profile, Sample
-from profiling.parallel import merge_files
 from sample_profiles import cpu_profile, heap_profile
 from test_merge_upstream import random_profile
+
+import profiling.pprof.parallel as parallel
+from profiling.errors import ProfileError, ProfileTooLargeError
+from profiling.pprof import Profile, Sample, encode, encode_raw, merge_files
 
 
 def write_all(tmp_path: Path, profiles: list[Profile]) -> list[Path]:

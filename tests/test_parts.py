@@ -1,4 +1,4 @@
-"""A window, builds and workloads (profiling/parts.py) on the filesystem store: what is served,
+"""A window, builds and workloads (profiling/pipeline/parts.py) on the filesystem store: what is served,
 ageing out, deletes, switching the settings, and how workloads reach the store (targets,
 discovery, the API, the CLI). Against the Go toolchain: test_parts_go.py; crashes: test_crashes.py."""
 
@@ -17,22 +17,44 @@ from apiserver import RecordingSink, thread_server
 from fakeapis import FakeConsul, FakeKubernetes, FakeNomad, consul_entry, nomad_registration, pod
 from test_batches import counts, upload_profile
 
-from profiling.batches import Batch, merge_pending, read_merged, read_parts, refresh_due
-from profiling.cleaning import CleanRule, clean
-from profiling.codec import encode
 from profiling.config import parse_config
-from profiling.deletion import delete_app, has_data, mark_deleted, needs_cleanup
-from profiling.discovery.consul import ConsulTargetSource
-from profiling.discovery.kubernetes import KubernetesTargetSource
-from profiling.discovery.nomad import NomadTargetSource
+from profiling.discovery import (
+    ConsulTargetSource,
+    FileTargets,
+    KubernetesTargetSource,
+    NomadTargetSource,
+    Target,
+    parse_target_list,
+)
 from profiling.errors import ConfigError, ProfileError
-from profiling.model import Location, Mapping, Sample, ValueType
-from profiling.names import batch_key, merged_key, new_staging_key, parts_key, staging_prefix, workload_of
-from profiling.parts import BUCKETS, PartsPolicy, decode_parts, encode_parts, go_round, scale
-from profiling.reports import merge_markdown
-from profiling.stores import open_store
-from profiling.tables import from_profile, to_profile
-from profiling.targets import FileTargets, Target, parse_target_list
+from profiling.pipeline import (
+    BUCKETS,
+    Batch,
+    CleanRule,
+    PartsPolicy,
+    batch_key,
+    clean,
+    decode_parts,
+    delete_app,
+    encode_parts,
+    go_round,
+    has_data,
+    mark_deleted,
+    merge_markdown,
+    merge_pending,
+    merged_key,
+    needs_cleanup,
+    new_staging_key,
+    parts_key,
+    read_merged,
+    read_parts,
+    refresh_due,
+    scale,
+    staging_prefix,
+    workload_of,
+)
+from profiling.pprof import Location, Mapping, Sample, ValueType, encode, from_profile, to_profile
+from profiling.storage import open_store
 
 APP = "shop"
 AUTOPGO = Path(sys.executable).with_name("autopgo")
@@ -420,7 +442,7 @@ def test_scrapes_upload_for_each_targets_workload(store, tmp_path: Path, service
     import harness
     from test_scrape_cli import write_config
 
-    from profiling.scrape import new_client, scrape_async
+    from profiling.discovery import new_client, scrape_async
 
     with harness.Service(service_binary).start() as first, harness.Service(service_binary).start() as second:
         # the scrape flow's core: the upload is told the target

@@ -15,19 +15,13 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
-
 import harness
+import pytest
 from test_batches import without_batch_comments
 
-from profiling.batches import merge_pending, read_merged
-from profiling.codec import decode, encode
-from profiling.fileio import read_profile
-from profiling.model import Profile
-from profiling.names import new_staging_key, staging_prefix
-from profiling.parts import PartsPolicy
-from profiling.stores import open_store
-from profiling.tables import to_profile
+from profiling.pipeline import PartsPolicy, merge_pending, new_staging_key, read_merged, staging_prefix
+from profiling.pprof import Profile, decode, encode, read_profile, to_profile
+from profiling.storage import open_store
 
 pytestmark = pytest.mark.slow
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from cli.main import main
-from profiling.names import merged_key, new_staging_key
-from profiling.stores import open_store
+from profiling.pipeline import merged_key, new_staging_key
+from profiling.storage import open_store
 
 DAY = 24 * 3600
 

@@ -15,17 +15,14 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import harness
 import httpx
 import pytest
-
-import harness
-from profiling.batches import LABEL_COMMENTS
-from profiling.names import generation_key
-from profiling.fileio import read_profile
-from profiling.model import Profile
-from profiling.noinline import BUILTIN_NEVER_INLINE, NOINLINE_SUFFIX, guard_never_inline
-from profiling.stores import open_store
 from processes import free_port, healthy, processes_using, stop_group, wait_for
+
+from profiling.pipeline import LABEL_COMMENTS, generation_key
+from profiling.pprof import BUILTIN_NEVER_INLINE, NOINLINE_SUFFIX, Profile, guard_never_inline, read_profile
+from profiling.storage import open_store
 
 pytestmark = pytest.mark.slow
 

@@ -14,16 +14,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import harness
 import httpx
 import pytest
 from apiserver import RecordingSink, ThreadServer, thread_server
-
-import harness
 from processes import terminate
-from profiling.codec import decode, encode
-from profiling.merge import merge
-from profiling.names import merged_key
-from profiling.stores import open_store
+
+from profiling.pipeline import merged_key
+from profiling.pprof import decode, encode, merge
+from profiling.storage import open_store
 
 APP = "checkout"
 README = Path(__file__).resolve().parent.parent / "README.md"

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-
-from profiling.batches import read_merged
-from profiling.client import Client
-from profiling.fileio import read_profile
-from profiling.stores import open_store
 from processes import BIN, Process, free_port, healthy, prefect_env, prefect_server_argv, wait_for
+
+from profiling.client import Client
+from profiling.pipeline import read_merged
+from profiling.pprof import read_profile
+from profiling.storage import open_store
 
 pytestmark = pytest.mark.slow
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 from apiserver import RecordingSink, thread_server
-
-from profiling.codec import encode
-from profiling.names import merged_key
-from profiling.stores import open_store
 from sample_profiles import cpu_profile
+
+from profiling.pipeline import merged_key
+from profiling.pprof import encode
+from profiling.storage import open_store
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -100,7 +100,7 @@ def test_the_yaml_syntax_error_example_is_what_autopgo_says(tmp_path: Path) -> N
 
 
 def test_the_prune_rules_example_loads(tmp_path: Path) -> None:
-    from profiling.rules import load_prune_config
+    from profiling.pipeline import load_prune_config
 
     path = tmp_path / "prune.yaml"
     path.write_text(block_after("### Prune rules"))

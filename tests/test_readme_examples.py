@@ -27,11 +27,9 @@ import httpx
 import pytest
 from apiserver import AUTOPGO, ServerProcess
 
-from profiling.batches import merge_pending
-from profiling.blobs import BlobStore
-from profiling.codec import decode
-from profiling.staging import stage_upload
-from profiling.stores import open_store
+from profiling.pipeline import merge_pending, stage_upload
+from profiling.pprof import decode
+from profiling.storage import BlobStore, open_store
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 RUN = ("upload", "download", "list", "delete", "inspect", "merge", "--version")  # autopgo's, run here

@@ -1,4 +1,4 @@
-"""Prune configuration files (profiling.rules) and upstream's name simplification (profiling.prune)."""
+"""Prune configuration files (profiling.pipeline.rules) and upstream's name simplification (profiling.pprof.prune)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from profiling.errors import ConfigError
-from profiling.prune import simplify_name
-from profiling.rules import PruneRule, load_prune_config, parse_prune_config
+from profiling.pipeline import PruneRule, load_prune_config, parse_prune_config
+from profiling.pprof import simplify_name
 
 VALID_YAML = r"""
 # prune rules per app

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from profiling.schedule import EPOCH, due_in, next_due, phase, tick_for, tick_start
+from profiling.discovery import EPOCH, due_in, next_due, phase, tick_for, tick_start
 
 FIVE_MINUTES = timedelta(minutes=5)
 APPS = [f"app-{i:04d}" for i in range(1000)]

@@ -10,15 +10,14 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import harness
 import pytest
 from apiserver import AUTOPGO, RecordingSink, thread_server
 
-import harness
 from cli.scrape import DONE, FAILED, PROFILING, UPLOADING, TargetProgress, profile_filename, render_progress
-from profiling.codec import decode
-from profiling.model import ValueType
-from profiling.stores import open_store
-from profiling.targets import Target
+from profiling.discovery import Target
+from profiling.pprof import ValueType, decode
+from profiling.storage import open_store
 
 APP = "checkout"
 

@@ -13,15 +13,14 @@ import httpx
 import pytest
 from apiserver import AUTOPGO, RecordingSink, thread_server
 from processes import terminate, wait_until_ready
+from sample_profiles import cpu_profile
 
 from cli.server import choose_settings
-from profiling.blobs import BlobStore
 from profiling.client import Client, ClientError
 from profiling.config import parse_config
-from profiling.names import merged_key
-from profiling.stores import open_store
-from sample_profiles import cpu_profile
-from profiling.codec import encode
+from profiling.pipeline import merged_key
+from profiling.pprof import encode
+from profiling.storage import BlobStore, open_store
 
 TOKEN = "file-token-1234"
 
@@ -280,8 +279,9 @@ def test_scrape_runs_send_the_token_the_server_takes_first(tmp_path: Path, monke
     """The client scrape runs upload with, against a real server whose token is in the environment only."""
     import asyncio
 
-    from flows.settings import api_client
     from apiserver import ServerProcess
+
+    from flows.settings import api_client
 
     env = {**clean_env(), "AUTOPGO_API_TOKEN": TOKEN}
     server = ServerProcess(["--blob-store", str(tmp_path / "blobs"), "--protect-reads", "--events", "log"], env=env)

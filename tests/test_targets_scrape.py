@@ -16,16 +16,26 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import harness
 import httpx
 import pytest
 
-import harness
-import profiling.scrape as scrape_mod
-from profiling.codec import decode
+import profiling.discovery.scraping as scrape_mod
+from profiling.discovery import (
+    DEFAULT_PATH,
+    FileTargets,
+    ScrapeError,
+    ScrapeReport,
+    StaticTargets,
+    Target,
+    fetch_profile,
+    parse_target_list,
+    pick,
+    scrape,
+    scrape_async,
+)
 from profiling.errors import ConfigError
-from profiling.model import ValueType
-from profiling.scrape import ScrapeError, ScrapeReport, fetch_profile, pick, scrape, scrape_async
-from profiling.targets import DEFAULT_PATH, FileTargets, StaticTargets, Target, parse_target_list
+from profiling.pprof import ValueType, decode
 
 # -- parse_target_list --------------------------------------------------------------
 

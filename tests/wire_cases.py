@@ -7,7 +7,7 @@ tests/test_go_toolchain.py, and against our decoder by tests/test_codec.py.
 
 from __future__ import annotations
 
-from profiling.proto import profile_pb2 as pb
+from profiling.pprof.proto import profile_pb2 as pb
 
 
 def tag(field: int, wire_type: int) -> bytes:

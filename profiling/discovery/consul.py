@@ -18,12 +18,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from ..targets import Target
-from . import DEFAULT_TIMEOUT, SCRAPE, DiscoveryError, HttpSource, make_target, tag_map, wanted
+from .base import DEFAULT_TIMEOUT, SCRAPE, DiscoveryError, HttpSource, make_target, tag_map, wanted
+from .targets import Target
 from .tls import TLSSettings, client_tls, env_bool
 
 if TYPE_CHECKING:
-    from ..config import ConsulTargets
+    from .options import ConsulTargets
 
 DEFAULT_ADDR = "127.0.0.1:8500"
 

@@ -27,12 +27,12 @@ from urllib.parse import quote
 
 import yaml
 
-from ..targets import Target
-from . import APP, DEFAULT_TIMEOUT, PORT, SCRAPE, WORKLOAD, DiscoveryError, HttpSource, host_port, make_target
+from .base import APP, DEFAULT_TIMEOUT, PORT, SCRAPE, WORKLOAD, DiscoveryError, HttpSource, host_port, make_target
+from .targets import Target
 from .tls import TLSSettings
 
 if TYPE_CHECKING:
-    from ..config import KubernetesTargets
+    from .options import KubernetesTargets
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 PAGE_SIZE = 500

@@ -19,13 +19,13 @@ from urllib.parse import quote
 
 import httpx
 
-from ..targets import Target
-from . import DEFAULT_TIMEOUT, HttpSource, make_target, tag_map, wanted
+from .base import DEFAULT_TIMEOUT, HttpSource, make_target, tag_map, wanted
 from .consul import base_url
+from .targets import Target
 from .tls import TLSSettings, client_tls, env_bool
 
 if TYPE_CHECKING:
-    from ..config import NomadTargets
+    from .options import NomadTargets
 
 DEFAULT_ADDR = "http://127.0.0.1:4646"
 PAGE_SIZE = 500

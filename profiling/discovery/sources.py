@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Protocol
 
-from ..config import ScrapeConfig
-from ..targets import FileTargets, StaticTargets, TargetSource
 from .consul import ConsulTargetSource
 from .kubernetes import KubernetesTargetSource
 from .nomad import NomadTargetSource
+from .options import TargetsConfig
+from .targets import FileTargets, StaticTargets, TargetSource
+
+
+class Scraped(Protocol):
+    """What a source is built from: an app's scrape settings (``profiling.config.ScrapeConfig``)."""
+
+    @property
+    def targets(self) -> TargetsConfig: ...
 
 
 class SourceCache:
@@ -23,7 +31,8 @@ class SourceCache:
         self._sources: dict[object, TargetSource] = {}
         self._state_dir = state_dir  # where file sources keep their last good list
 
-    def source(self, app: str, cfg: ScrapeConfig) -> TargetSource:
+    def source(self, app: str, cfg: Scraped) -> TargetSource:
+        """The source listing ``app``'s instances as ``cfg.targets`` says, made once and then kept."""
         targets = cfg.targets
         if targets.file is None and targets.kubernetes is None and targets.consul is None and targets.nomad is None:
             return StaticTargets(targets.static)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import ClientTLS
-from . import DiscoveryError
+from .base import DiscoveryError
+from .options import ClientTLS
 
 
 @dataclass(frozen=True, slots=True)

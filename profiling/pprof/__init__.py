@@ -1,0 +1,81 @@
+"""The pprof engine: google/pprof's profile format, merge, prune and the PGO trim, in Python.
+
+A profile is read into columns (``ProfileTables``, ``tables.py``) or a model
+(``Profile``, ``model.py``) by ``codec.py``, merged (``merge.py``, ``parallel.py``)
+and pruned (``prune.py``) exactly as google/pprof does, trimmed to what Go's
+compiler reads (``trim.py``, ``noinline.py``), checked without decoding
+(``validate.py``) and described for people (``summary.py``, ``measurement.py``,
+``edges.py``). Nothing here knows about blob stores, HTTP or Prefect.
+"""
+
+from __future__ import annotations
+
+from .codec import (
+    DEFAULT_MAX_DECOMPRESSED,
+    GZIP_MAGIC,
+    comments_of,
+    compress,
+    decode,
+    decode_tables,
+    decompress,
+    encode,
+    encode_raw,
+)
+from .edges import hot_edges
+from .fileio import read_profile, read_tables
+from .measurement import percentage, size_label
+from .merge import Merger, check_compatible, compact, merge
+from .model import Function, Labels, Line, Location, Mapping, Profile, Sample, ValueType
+from .noinline import BUILTIN_NEVER_INLINE, NOINLINE_SUFFIX, guard_never_inline
+from .parallel import merge_files
+from .prune import prune, simplify_name
+from .summary import summarize
+from .tables import Header, ProfileTables, from_profile, to_profile
+from .trim import check_pgo_usable, pgo_edges, pgo_value_index, trim_for_pgo
+from .validate import certainly_valid, validate
+
+__all__ = [
+    "BUILTIN_NEVER_INLINE",
+    "DEFAULT_MAX_DECOMPRESSED",
+    "Function",
+    "GZIP_MAGIC",
+    "Header",
+    "Labels",
+    "Line",
+    "Location",
+    "Mapping",
+    "Merger",
+    "NOINLINE_SUFFIX",
+    "Profile",
+    "ProfileTables",
+    "Sample",
+    "ValueType",
+    "certainly_valid",
+    "check_compatible",
+    "check_pgo_usable",
+    "comments_of",
+    "compact",
+    "compress",
+    "decode",
+    "decode_tables",
+    "decompress",
+    "encode",
+    "encode_raw",
+    "from_profile",
+    "guard_never_inline",
+    "hot_edges",
+    "merge",
+    "merge_files",
+    "percentage",
+    "pgo_edges",
+    "pgo_value_index",
+    "prune",
+    "read_profile",
+    "read_tables",
+    "simplify_name",
+    "size_label",
+    "summarize",
+    "to_profile",
+    "trim_for_pgo",
+    "validate",
+]
