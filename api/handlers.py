@@ -27,14 +27,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from http import HTTPStatus
 from typing import Any
 
 from profiling.discovery import TargetSource
-from profiling.errors import BlobNotFoundError, BlobStoreError, ProfileError, StagingError
+from profiling.errors import BlobNotFoundError, ProfileError
 from profiling.names import check_workload
 from profiling.pipeline import (
     DELETED,
@@ -142,11 +141,7 @@ class ProfileApi:
         return json_response(HTTPStatus.CREATED, {"key": key})
 
     def _stage(self, app: str, data: bytes, workload: str = "") -> str:
-        try:
-            with _store_errors():
-                return stage_upload(self.store, app, data, clock=self.clock, workload=workload)
-        except StagingError as exc:
-            raise unavailable(str(exc)) from None
+        return stage_upload(self.store, app, data, clock=self.clock, workload=workload)
 
     def _announce(self, event: Event) -> None:
         """Emit ``event`` for what is already durable; if it is lost, the periodic sweep does its work."""
@@ -197,19 +192,18 @@ class ProfileApi:
             return read[0]
 
         try:
-            with _store_errors():
-                generation = self.visibility.generation(app)
-                info, stream = self.store.open(key)
-                try:
-                    if self.visibility.hidden(app, info, generation, load):
-                        raise _no_merged(app)
-                    etag = self.content_tags.get(app, info.etag) or self.content_tags.put(
-                        app, info.etag, content_etag(load())
-                    )
-                    extra = self._data_headers(app, info, load)
-                except BaseException:
-                    stream.close()
-                    raise
+            generation = self.visibility.generation(app)
+            info, stream = self.store.open(key)
+            try:
+                if self.visibility.hidden(app, info, generation, load):
+                    raise _no_merged(app)
+                etag = self.content_tags.get(app, info.etag) or self.content_tags.put(
+                    app, info.etag, content_etag(load())
+                )
+                extra = self._data_headers(app, info, load)
+            except BaseException:
+                stream.close()
+                raise
         except BlobNotFoundError:
             raise _no_merged(app) from None
         response = _profile_response(request, info, etag, size=len(read[0]) if read else info.size, extra=extra)
@@ -237,10 +231,9 @@ class ProfileApi:
 
     def _trim(self, app: str, key: str) -> Trimmed:
         try:
-            with _store_errors():
-                info, stream = self.store.open(key)
-                with stream:
-                    data = stream.read()
+            info, stream = self.store.open(key)
+            with stream:
+                data = stream.read()
         except BlobNotFoundError:
             raise _no_merged(app) from None
         limit = max(self.limits.max_decompressed, DEFAULT_MAX_DECOMPRESSED)
@@ -257,8 +250,7 @@ class ProfileApi:
         ``-End``, the collection times of its oldest and newest upload, and ``Autopgo-Build``, the
         newest build; none for other profiles."""
         try:
-            with _store_errors():
-                labels = self.visibility.labels(app, info, load)
+            labels = self.visibility.labels(app, info, load)
         except BlobNotFoundError:  # replaced meanwhile: what is sent is still this version
             return {}
         headers = {}
@@ -272,12 +264,11 @@ class ProfileApi:
     def _stat_visible(self, app: str, key: str) -> BlobInfo:
         """What the merged profile is; 404 if there is none, or a deletion hides it."""
         try:
-            with _store_errors():
-                generation = self.visibility.generation(app)
-                info = self.store.stat(key)
-                if self.visibility.hidden(app, info, generation):
-                    raise _no_merged(app)
-                return info
+            generation = self.visibility.generation(app)
+            info = self.store.stat(key)
+            if self.visibility.hidden(app, info, generation):
+                raise _no_merged(app)
+            return info
         except BlobNotFoundError:
             raise _no_merged(app) from None
 
@@ -286,23 +277,22 @@ class ProfileApi:
         merged: list[tuple[str, BlobInfo]] = []
         deleted: set[str] = set()  # apps with a generation record
         tombstones: dict[str, int] = {}  # from before generations
-        with _store_errors():
-            for info in self.store.list():
-                app = app_of(info.key)
-                if app is None:
-                    continue
-                if is_merged_key(info.key):
-                    merged.append((app, info))
-                elif info.key == generation_key(app):
-                    deleted.add(app)
-                elif info.key.startswith(tombstone_prefix(app)):
-                    tombstones[app] = max(tombstones.get(app, 0), time_of(info.key))
+        for info in self.store.list():
+            app = app_of(info.key)
+            if app is None:
+                continue
+            if is_merged_key(info.key):
+                merged.append((app, info))
+            elif info.key == generation_key(app):
+                deleted.add(app)
+            elif info.key.startswith(tombstone_prefix(app)):
+                tombstones[app] = max(tombstones.get(app, 0), time_of(info.key))
 
-            def generation(app: str) -> AppGeneration:
-                record = read_generation(self.store, app) if app in deleted else Generation(0)
-                return AppGeneration(record, lambda: tombstones.get(app, 0))
+        def generation(app: str) -> AppGeneration:
+            record = read_generation(self.store, app) if app in deleted else Generation(0)
+            return AppGeneration(record, lambda: tombstones.get(app, 0))
 
-            visible = [(app, info) for app, info in merged if not self._hidden(app, info, generation(app))]
+        visible = [(app, info) for app, info in merged if not self._hidden(app, info, generation(app))]
         profiles = [
             {"key": app, "size": info.size, "lastModified": rfc3339(info.last_modified)} for app, info in visible
         ]
@@ -321,10 +311,9 @@ class ProfileApi:
         is lost, the sweep finds the deleted app and removes the data anyway.
         """
         app = _app(request)
-        with _store_errors():
-            if not _has_data(self.store, app):
-                raise not_found(f"nothing is stored for app {app!r}")
-            mark_deleted(self.store, app)
+        if not _has_data(self.store, app):
+            raise not_found(f"nothing is stored for app {app!r}")
+        mark_deleted(self.store, app)
         self._announce(Event(DELETED, app))
         return json_response(HTTPStatus.ACCEPTED, {"app": app, "message": f"deletion of {app!r} scheduled"})
 
@@ -410,13 +399,3 @@ def _profile_response(
         }
     )
     return Response(HTTPStatus.OK, headers=headers)
-
-
-@contextmanager
-def _store_errors() -> Iterator[None]:
-    """A failing store is a 503 for the client, logged here with the store's reason."""
-    try:
-        yield
-    except BlobStoreError as exc:
-        log.error("blob store failed: %s", exc)
-        raise unavailable(f"blob store unavailable: {exc}") from None

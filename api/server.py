@@ -28,12 +28,12 @@ from io import BufferedIOBase
 from types import FrameType
 from typing import TYPE_CHECKING, BinaryIO
 
-from profiling.errors import BlobStoreError
+from profiling.errors import AutopgoError, BlobStoreError
 
 from .auth import BearerAuth
 from .config import ServerConfig, offset_clock
 from .connections import Connections
-from .errors import ApiError
+from .errors import ApiError, api_error
 from .handlers import ProfileApi
 from .limits import BodyReader
 from .messages import Request, Response, json_response
@@ -154,8 +154,8 @@ class RequestHandler(BaseHTTPRequestHandler):
             if reader.declared:
                 self.close_connection = True  # until the body has been read to its end
             response = self._respond(reader)
-        except ApiError as exc:
-            response = error_response(exc)
+        except AutopgoError as exc:  # the one place a request's errors become statuses (errors.api_error)
+            response = error_response(api_error(exc))
         except TimeoutError:
             response = error_response(ApiError(HTTPStatus.REQUEST_TIMEOUT, "timed out reading the request body"))
         except ConnectionError:

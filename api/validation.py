@@ -11,10 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from http import HTTPStatus
 
-from profiling.errors import PgoUnusableError, ProfileError, ProfileTooLargeError
+from profiling.errors import ProfileError
 from profiling.pprof import GZIP_MAGIC, compress, validate
 
-from .errors import ApiError
+from .errors import ApiError, api_error
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,12 +36,9 @@ def profile_problem(data: bytes, max_decompressed: int, require_pgo: bool) -> Re
     """
     try:
         validate(data, max_decompressed=max_decompressed, require_pgo=require_pgo)
-    except ProfileTooLargeError as exc:
-        return Refusal(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, str(exc))
-    except PgoUnusableError as exc:
-        return Refusal(HTTPStatus.BAD_REQUEST, f"profile cannot be used for Go's PGO: {exc}")
     except ProfileError as exc:
-        return Refusal(HTTPStatus.BAD_REQUEST, f"bad profile: {exc}")
+        refused = api_error(exc)
+        return Refusal(refused.status, refused.message)
     return None
 
 

@@ -20,6 +20,11 @@ Neither says anything the run has not said, so both are dropped: records
 carrying a ``FailedRun``, and task run records carrying no exception at all,
 which leaves one line per failed task, its ``Finished in state``. Only the flow
 and task run loggers are filtered; any other exception, a bug, keeps its traceback.
+
+``failure_reason`` is where the flows turn an exception into that one line: an
+``AutopgoError`` (a store that fails, a profile that is not one, a source that
+cannot list) says why in its own message; anything else is a bug, whose
+traceback is logged once before its line.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from __future__ import annotations
 import logging
 
 from prefect import get_run_logger
+
+from profiling.errors import AutopgoError
 from prefect.exceptions import FailedRun
 from prefect.states import Failed, State
 
@@ -37,6 +44,17 @@ def fail(message: str) -> State:
     """Log ``message`` as the run's one ERROR line and return the Failed state to end it with."""
     get_run_logger().error("%s", message)
     return Failed(message=message)
+
+
+def failure_reason(exc: Exception, log: logging.Logger | logging.LoggerAdapter[logging.Logger]) -> str:
+    """One line saying why ``exc`` ended an app's work.
+
+    A bug (anything but an ``AutopgoError``) also logs its traceback to ``log``, once."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, AutopgoError):
+        return text
+    log.error("unexpected %s", type(exc).__name__, exc_info=exc)
+    return f"{type(exc).__name__}: {text}"
 
 
 class _ReportedFailure(logging.Filter):

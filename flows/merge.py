@@ -46,7 +46,7 @@ from profiling.pprof import size_label
 from profiling.storage import BlobStore
 
 from . import settings
-from .failures import fail, quiet_reported_failures
+from .failures import fail, failure_reason, quiet_reported_failures
 
 quiet_reported_failures()
 
@@ -147,7 +147,7 @@ def _merge_apps(store: BlobStore, cfg: Config, apps: Iterable[str], merges: _Mer
                 store, app, app_cfg.prune, never_inline=app_cfg.never_inline, policy=app_cfg.parts
             )
         except Exception as exc:  # noqa: BLE001 - one app's failure (a store error, a corrupt profile) is its own
-            reason = " ".join(str(exc).split()) or type(exc).__name__
+            reason = failure_reason(exc, get_run_logger())
             merges.failed[app] = reason
             merges.retry_at[app] = time.monotonic() + RETRY_AFTER
             _publish_failure(app, reason)

@@ -42,7 +42,7 @@ from profiling.discovery import (
 )
 
 from . import settings
-from .failures import fail, quiet_reported_failures
+from .failures import fail, failure_reason, quiet_reported_failures
 
 quiet_reported_failures()
 # Sources live as long as the process; a file source also keeps its last good
@@ -81,8 +81,9 @@ async def scrape_app(app: str, due: datetime | None) -> State:
     try:
         targets = await asyncio.to_thread(_sources.source(app, scrape_cfg).targets)
     except Exception as exc:  # noqa: BLE001 - a source that cannot list fails this app alone, in one line
-        row["result"] = f"no targets: {exc}"
-        return Failed(message=f"{app}: cannot list targets: {exc}")  # Prefect logs it
+        reason = failure_reason(exc, log)
+        row["result"] = f"no targets: {reason}"
+        return Failed(message=f"{app}: cannot list targets: {reason}")  # Prefect logs it
     report = await scrape_async(
         targets,
         scrape_cfg.sample_size,

@@ -39,10 +39,17 @@ from sample_profiles import cpu_profile, heap_profile
 
 from api import workers
 from api.config import EventsConfig
-from api.errors import ApiError
+from api.errors import ApiError, api_error
 from api.limits import Limits
 from api.sinks import LogEventSink, open_sink
-from profiling.errors import BlobStoreError, ProfileError
+from profiling.errors import (
+    BlobStoreError,
+    PgoUnusableError,
+    PreconditionFailedError,
+    ProfileError,
+    ProfileTooLargeError,
+    StagingError,
+)
 from profiling.names import MAX_APP_NAME
 from profiling.pipeline import (
     DELETED,
@@ -940,6 +947,25 @@ def test_store_down_is_503(sink: RecordingSink) -> None:
         assert_error(c.get("/api/profile"), 503, "blob store unavailable")
         assert_error(c.delete("/api/profile/svc"), 503, "blob store unavailable")
     assert sink.events == []
+
+
+def test_domain_errors_become_statuses_in_one_place(caplog: pytest.LogCaptureFixture) -> None:
+    """api_error: a bad profile is the client's 400 (413 when too large), a failing store or staging
+    the server's 503, any other domain error a bug (500, logged with its traceback); ApiErrors pass."""
+    cases = [
+        (ProfileTooLargeError("larger than 10 bytes decompressed"), 413, "larger than 10 bytes decompressed"),
+        (PgoUnusableError("no CPU samples"), 400, "profile cannot be used for Go's PGO: no CPU samples"),
+        (ProfileError("empty profile"), 400, "bad profile: empty profile"),
+        (StagingError("could not stage"), 503, "could not stage"),
+        (BlobStoreError("s3://bucket: refused"), 503, "blob store unavailable: s3://bucket: refused"),
+        (PreconditionFailedError("k changed"), 500, "internal server error"),
+        (ApiError(418, "teapot"), 418, "teapot"),
+    ]
+    with caplog.at_level(logging.ERROR, logger="autopgo.api"):
+        for exc, status, message in cases:
+            answer = api_error(exc)
+            assert (answer.status, answer.message) == (status, message), exc
+    assert [r.exc_info is not None for r in caplog.records] == [False, True]  # the store's reason, then the bug
 
 
 def test_ready_is_503_while_draining(client: httpx.Client, server: ThreadServer) -> None:

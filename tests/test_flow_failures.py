@@ -13,6 +13,7 @@ import pytest
 from prefect.exceptions import FailedRun
 
 from flows import failures
+from flows.failures import failure_reason
 from profiling.discovery import DiscoveryError
 
 
@@ -78,3 +79,18 @@ def test_a_returned_failed_state_is_one_line(run_records: list[logging.LogRecord
         ("Task run failed with exception: KeyError('a bug')", bug),
         ("Flow run reported: Failed(...)", None),
     ]
+
+
+def test_a_domain_error_is_its_reason_and_a_bug_keeps_its_traceback(run_records: list[logging.LogRecord]) -> None:
+    """The flows' one mapping of errors: an AutopgoError says why in its own line; anything else is a bug,
+    logged once with its traceback and named by its type."""
+    log = logging.getLogger("prefect.flow_runs")
+    assert failure_reason(DiscoveryError("consul: http://127.0.0.1:1/v1/catalog:\n  cannot connect"), log) == (
+        "consul: http://127.0.0.1:1/v1/catalog: cannot connect"
+    )
+    assert not run_records
+    try:
+        {}["missing"]
+    except KeyError as exc:
+        assert failure_reason(exc, log) == "KeyError: 'missing'"
+    assert [r.exc_info is not None and r.exc_info[0] for r in run_records] == [KeyError]
