@@ -281,6 +281,7 @@ class AsyncClient:
         await self.aclose()
 
     async def aclose(self) -> None:
+        """Close the client's connections; ``async with`` does this on leaving."""
         await self._http.aclose()
 
     async def upload(self, app: str, data: bytes, *, workload: str = "") -> str:

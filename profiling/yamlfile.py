@@ -175,6 +175,7 @@ class Problems:
         self.found: list[Problem] = []
 
     def add(self, setting: str, message: str, line: int | None = None) -> None:
+        """Note a mistake in ``setting`` (at ``line``, if known); ``check`` raises them all."""
         self.found.append(Problem(setting, message, line))
 
     def check(self) -> None:
@@ -206,6 +207,7 @@ class Setting:
         self.problems.add(self.name, message, line or self.line)
 
     def has(self, key: str) -> bool:
+        """Whether this is a mapping that gives ``key``."""
         return isinstance(self.value, Mapping) and key in self.value
 
     def get(self, key: str, default: Any = None, name: str | None = None) -> Setting:
@@ -218,9 +220,11 @@ class Setting:
         return Setting(value, name or self.child_name(key), self.problems, line)
 
     def child_name(self, key: str) -> str:
+        """The name a mistake under ``key`` is reported under: the key alone at the top, else ``NAME.key``."""
         return key if self.name in ("", ROOT) else f"{self.name}.{key}"
 
     def with_value(self, value: Any) -> Setting:
+        """This setting, same name and line, holding ``value`` instead."""
         return replace(self, value=value)
 
     def items(self, name: Callable[[int], str] | None = None) -> list[Setting]:

@@ -73,6 +73,8 @@ DEFAULT_API_URL = "http://127.0.0.1:8080"
 
 @dataclass(frozen=True, slots=True)
 class ScrapeConfig:
+    """How to scrape an app: how often, for how long, how many instances at a time, and where to find them."""
+
     every: timedelta
     duration: timedelta
     sample_size: int
@@ -81,6 +83,8 @@ class ScrapeConfig:
 
 @dataclass(frozen=True, slots=True)
 class AppConfig:
+    """One app's settings: how to scrape it, how to prune its profile, what PGO must not inline, what parts to serve."""
+
     name: str
     scrape: ScrapeConfig | None = None
     prune: tuple[PruneRule, ...] = ()
@@ -92,6 +96,8 @@ class AppConfig:
 
 @dataclass(frozen=True, slots=True)
 class CleanConfig:
+    """How often to remove merged profiles, and which: not written for ``older_than``, or over ``larger_than`` bytes."""
+
     every: timedelta
     older_than: timedelta | None
     larger_than: int | None
@@ -99,6 +105,8 @@ class CleanConfig:
 
 @dataclass(frozen=True, slots=True)
 class Config:
+    """The whole of ``autopgo.yaml``, validated; a setting the file leaves out has its default."""
+
     blob_store: str = DEFAULT_BLOB_STORE
     api_url: str = DEFAULT_API_URL
     api_token: str | None = None

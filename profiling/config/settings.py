@@ -44,6 +44,8 @@ class Setting:
 
 @dataclass(frozen=True, slots=True)
 class Chosen:
+    """A setting's value, where it came from, and the name an error about it should give."""
+
     value: Any
     origin: str  # "flag --port", "env AUTOPGO_PORT", "config autopgo.yaml (api.url)" or "default"
     name: str  # what an error about the value names: "--port", "AUTOPGO_PORT", "autopgo.yaml: api.url"

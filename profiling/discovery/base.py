@@ -49,6 +49,7 @@ class DiscoveryError(AutopgoError):
 
 
 def one_line(text: object, limit: int = 300) -> str:
+    """``text`` on one line, its whitespace collapsed, cut to ``limit`` characters (ending ``...``) if longer."""
     words = " ".join(str(text).split())
     return words if len(words) <= limit else words[: limit - 3] + "..."
 
@@ -69,6 +70,7 @@ def wanted(meta: Mapping[str, str], app: str) -> bool:
 
 
 def host_port(host: str, port: int) -> str:
+    """``host:port``, with an IPv6 host put in brackets (``[::1]:6060``)."""
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
@@ -105,6 +107,7 @@ class HttpSource:
         self.last_error: str | None = None
 
     def targets(self) -> list[Target]:
+        """The targets listed now, without duplicates; ``DiscoveryError`` (kept as ``last_error``) if they cannot be."""
         try:
             found = self._list()
         except DiscoveryError as exc:

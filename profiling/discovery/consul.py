@@ -29,6 +29,8 @@ DEFAULT_ADDR = "127.0.0.1:8500"
 
 
 class ConsulTargetSource(HttpSource):
+    """The app's instances as Consul's catalog lists them: services tagged for the app."""
+
     kind = "consul"
 
     def __init__(
@@ -49,6 +51,9 @@ class ConsulTargetSource(HttpSource):
 
     @classmethod
     def from_config(cls, app: str, cfg: ConsulTargets, env: Mapping[str, str] = os.environ) -> ConsulTargetSource:
+        """The source ``cfg`` describes, its unset settings taken from ``CONSUL_*`` in ``env``; ``DiscoveryError``
+        if the address is unusable or ``CONSUL_HTTP_TOKEN_FILE`` is needed and cannot be read."""
+
         def pick(value: Any, name: str) -> Any:
             return value if value is not None else (env.get(name) or None)
 

@@ -41,12 +41,16 @@ MAX_PAGES = 10_000
 
 @dataclass(frozen=True, slots=True)
 class Credentials:
+    """How to reach a Kubernetes API server: its URL, the bearer token (if any) and the TLS settings."""
+
     server: str
     token: str | None
     tls: TLSSettings
 
 
 class KubernetesTargetSource(HttpSource):
+    """The app's instances as Kubernetes lists them: running, ready pods labelled for the app."""
+
     kind = "kubernetes"
 
     def __init__(
@@ -70,9 +74,11 @@ class KubernetesTargetSource(HttpSource):
 
     @classmethod
     def from_config(cls, app: str, cfg: KubernetesTargets, env: Mapping[str, str] | None = None) -> KubernetesTargetSource:
+        """The source ``cfg`` describes: through its kubeconfig if it names one, else in-cluster."""
         return cls(app, namespace=cfg.namespace, kubeconfig=cfg.kubeconfig, env=env, timeout=cfg.timeout)
 
     def credentials(self) -> Credentials:
+        """The credentials, read afresh from the kubeconfig or the service account; ``DiscoveryError`` if unreadable."""
         return load_kubeconfig(self.kubeconfig, self.context) if self.kubeconfig else self._in_cluster()
 
     def _in_cluster(self) -> Credentials:

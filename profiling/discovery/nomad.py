@@ -33,6 +33,8 @@ MAX_PAGES = 10_000
 
 
 class NomadTargetSource(HttpSource):
+    """The app's instances as Nomad lists them: service registrations tagged for the app."""
+
     kind = "nomad"
 
     def __init__(
@@ -54,6 +56,9 @@ class NomadTargetSource(HttpSource):
 
     @classmethod
     def from_config(cls, app: str, cfg: NomadTargets, env: Mapping[str, str] = os.environ) -> NomadTargetSource:
+        """The source ``cfg`` describes, its unset settings taken from ``NOMAD_*`` in ``env``; ``DiscoveryError``
+        if the address is unusable."""
+
         def pick(value: Any, name: str) -> Any:
             return value if value is not None else (env.get(name) or None)
 

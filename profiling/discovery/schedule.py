@@ -23,6 +23,8 @@ MAX_TICK = timedelta(minutes=5)
 
 @dataclass(frozen=True, slots=True)
 class Due:
+    """One scrape to run: the app, and when it is due."""
+
     app: str
     at: datetime  # when the app's scrape is due
 

@@ -40,6 +40,8 @@ TargetUpload = Callable[[bytes, Target], Awaitable[str]]  # also told the target
 
 @dataclass(slots=True)
 class ScrapeReport:
+    """What one scrape did: the staged key of each target's upload, and why each failed target failed."""
+
     uploaded: dict[str, str] = field(default_factory=dict)  # target URL -> staged key
     failed: dict[str, str] = field(default_factory=dict)  # target URL -> why
 
@@ -49,6 +51,7 @@ class ScrapeError(AutopgoError):
 
 
 def pick(targets: Sequence[Target], sample_size: int, rng: random.Random | None = None) -> list[Target]:
+    """Up to ``sample_size`` of ``targets`` at random, each at most once; all of them when there are no more."""
     targets = list(dict.fromkeys(targets))
     if len(targets) <= sample_size:
         return targets

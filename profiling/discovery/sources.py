@@ -17,7 +17,9 @@ class Scraped(Protocol):
     """What a source is built from: an app's scrape settings (``profiling.config.ScrapeConfig``)."""
 
     @property
-    def targets(self) -> TargetsConfig: ...
+    def targets(self) -> TargetsConfig:
+        """Where the app's instances are listed."""
+        ...
 
 
 class SourceCache:

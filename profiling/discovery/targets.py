@@ -29,16 +29,21 @@ DEFAULT_PATH = "/debug/pprof/profile"
 
 @dataclass(frozen=True, slots=True)
 class Target:
+    """One instance to scrape: where it serves its CPU profile, and the workload its profiles are for."""
+
     address: str  # host:port
     path: str = DEFAULT_PATH
     scheme: str = "http"
     workload: str = ""  # the workload its profiles are uploaded for (none: "")
 
     def url(self) -> str:
+        """The profile's URL, without the ``seconds`` query."""
         return f"{self.scheme}://{self.address}{self.path}"
 
 
 class TargetSource(Protocol):
+    """Where an app's targets come from: a file, a static list, Kubernetes, Consul or Nomad."""
+
     kind: str  # how autopgo.yaml names the source: file, static, kubernetes, consul or nomad
 
     def targets(self) -> list[Target]:
@@ -89,12 +94,15 @@ def read_target_list(setting: Setting) -> list[Target]:
 
 
 class StaticTargets:
+    """A fixed list of targets, given inline in ``autopgo.yaml``."""
+
     kind = "static"
 
     def __init__(self, targets: Sequence[Target]) -> None:
         self._targets = list(targets)
 
     def targets(self) -> list[Target]:
+        """The list, as given."""
         return list(self._targets)
 
     def check(self) -> None:
@@ -118,6 +126,7 @@ class FileTargets:
         self._good: list[Target] | None = None
 
     def targets(self) -> list[Target]:
+        """The file's targets now; after a broken edit the last good list, or ConfigError if there is none."""
         try:
             return self._read()
         except ConfigError as exc:

@@ -21,6 +21,8 @@ from .options import ClientTLS
 
 @dataclass(frozen=True, slots=True)
 class TLSSettings:
+    """What a discovery client trusts and presents over TLS: CAs, a client certificate, verification, server name."""
+
     ca_file: Path | None = None
     ca_path: Path | None = None  # a folder of CA certificates (as CONSUL_CAPATH / NOMAD_CAPATH)
     ca_data: bytes | None = None

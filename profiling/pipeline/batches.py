@@ -113,6 +113,7 @@ class Batch:
     policy: str = ""
 
     def to_json(self) -> bytes:
+        """The record as ``batch.json`` holds it."""
         fields: dict[str, object] = {
             "id": self.id,
             "generation": self.generation,
@@ -129,6 +130,7 @@ class Batch:
 
     @classmethod
     def from_json(cls, data: bytes) -> Batch:
+        """The record ``batch.json`` holds; fields an older record lacks take their defaults."""
         raw = json.loads(data)
         keys = tuple(map(str, raw["keys"]))
         generation = raw.get("generation")
@@ -144,6 +146,7 @@ class Batch:
         )
 
     def closed(self, expires: int = 0, policy: str = "") -> Batch:
+        """This batch done: its keys dropped, and for an app with parts its ``expires`` and ``policy`` kept."""
         return Batch(
             self.id, self.generation, (), open=False, opened=self.opened, since=self.since, expires=expires, policy=policy
         )
@@ -156,6 +159,7 @@ class Batch:
         return self.policy != policy.fingerprint() or 0 < self.expires <= now_ns
 
     def generation_in(self, app: AppGeneration) -> int:
+        """The generation the batch belongs to in ``app``; ``HIDDEN`` if it is from before generations and hidden."""
         return app.of_labels(self.generation, self.since)
 
 
@@ -179,6 +183,7 @@ class MergeReport:
 
     @property
     def samples(self) -> int:
+        """How many samples the merged profile holds after the last batch (0 if there is none)."""
         return len(self.profile.samples) if self.profile else 0
 
 
@@ -196,6 +201,7 @@ class Labels:
 
     @classmethod
     def of(cls, comments: Iterable[str]) -> Labels:
+        """The labels that ``comments`` carry; other comments, and labels whose values do not parse, are ignored."""
         batch, generation, since, parts, window, build = None, None, 0, None, None, ""
         for comment in comments:
             value = comment.partition("=")[2]
@@ -217,9 +223,11 @@ class Labels:
 
     @property
     def derived(self) -> bool:
+        """Whether the profile was derived from parts (parts.py) rather than merged without them."""
         return self.parts is not None
 
     def generation_in(self, app: AppGeneration) -> int:
+        """The generation the profile so labelled belongs to in ``app`` (``HIDDEN`` as for ``Batch.generation_in``)."""
         return app.of_labels(self.generation, self.since)
 
     def hidden_in(self, app: AppGeneration) -> bool:
@@ -229,12 +237,15 @@ class Labels:
 
 @dataclass(frozen=True, slots=True)
 class MergedProfile:
+    """An app's merged profile as read from the store: its info (and so its version), its tables and its labels."""
+
     info: BlobInfo
     tables: ProfileTables
     labels: Labels
 
     @property
     def batch(self) -> str | None:
+        """The id of the batch that wrote the profile, or None if it names none."""
         return self.labels.batch
 
 
@@ -288,6 +299,8 @@ def labels_of(data: bytes, max_decompressed: int = DEFAULT_MAX_DECOMPRESSED) -> 
 
 @dataclass(frozen=True, slots=True)
 class StoredParts:
+    """An app's parts as read from the store: the info (and so the version) of ``parts.bin``, and its record."""
+
     info: BlobInfo
     record: PartsRecord
 

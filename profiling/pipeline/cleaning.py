@@ -33,6 +33,7 @@ class CleanRule:
             raise ValueError("larger_than must not be negative")
 
     def matches(self, info: BlobInfo, now: datetime) -> bool:
+        """Whether the profile ``info`` describes is to be removed at ``now``: too old, too large or both."""
         too_old = self.older_than is not None and info.last_modified < now - self.older_than
         too_large = self.larger_than is not None and info.size > self.larger_than
         return too_old or too_large

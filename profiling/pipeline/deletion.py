@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class DeleteReport:
+    """What one delete of an app removed: every key of a generation older than ``generation``."""
+
     app: str
     generation: int  # everything of an older generation was removed
     removed: list[str] = field(default_factory=list)

@@ -22,12 +22,15 @@ DELETED = "profile.deleted"
 
 @dataclass(frozen=True, slots=True)
 class Event:
+    """One event: its type (such as ``profile.uploaded``), the app, and the profile key and other payload it carries."""
+
     type: str
     app: str
     profile_key: str | None = None
     extra: dict[str, str | int] = field(default_factory=dict)
 
     def payload(self) -> dict[str, str | int]:
+        """The payload receivers get: ``app``, ``extra``, and ``profileKey`` when there is one."""
         out = {"app": self.app, **self.extra}
         if self.profile_key is not None:
             out["profileKey"] = self.profile_key
@@ -44,6 +47,8 @@ class EventError(AutopgoError):
 
 
 class EventSink(Protocol):
+    """Where the pipeline's events go, such as a Prefect server (``prefect_events.py``)."""
+
     def emit(self, event: Event) -> None:
         """Deliver ``event`` or raise EventError; never drop it silently."""
         ...
@@ -52,4 +57,6 @@ class EventSink(Protocol):
         """Raise EventError if events cannot be delivered now (for health checks)."""
         ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release what the sink holds, such as its connections."""
+        ...

@@ -134,12 +134,15 @@ class AppGeneration:
         return 0 if since >= self.legacy_tombstone() else HIDDEN
 
     def hides_upload(self, key: str) -> bool:
+        """Whether a delete hides the staged or rejected upload ``key``: it is of an older generation."""
         return self.of_upload(key) < self.number
 
     def hides_labels(self, generation: int | None, since: int) -> bool:
+        """Whether a delete hides the batch record or merged profile so labelled (see ``of_labels``)."""
         return self.of_labels(generation, since) < self.number
 
     def ever_deleted(self) -> bool:
+        """Whether the app was ever deleted: its generation is past 0, or it has a tombstone from before generations."""
         return self.number > 0 or self.legacy_tombstone() > 0
 
 

@@ -30,30 +30,37 @@ _WORKLOAD_IN_NAME = re.compile(r"^\d{20}-[0-9a-f]{16}-w(%s)-g\d+\.pb\.gz$" % WOR
 
 
 def app_prefix(app: str) -> str:
+    """``<app>/``, which every key of the app starts with; ValueError for an invalid app name."""
     return f"{check_app_name(app)}/"
 
 
 def merged_key(app: str) -> str:
+    """The key of the app's merged profile; ValueError for an invalid app name."""
     return f"{check_app_name(app)}/{MERGED_NAME}"
 
 
 def staging_prefix(app: str) -> str:
+    """Where the app's uploads wait to be merged; ValueError for an invalid app name."""
     return f"{check_app_name(app)}/{STAGING}/"
 
 
 def rejected_prefix(app: str) -> str:
+    """Where the app's uploads that could not be merged are kept; ValueError for an invalid app name."""
     return f"{check_app_name(app)}/{REJECTED}/"
 
 
 def batch_key(app: str) -> str:
+    """The key of the app's batch record; ValueError for an invalid app name."""
     return f"{check_app_name(app)}/{BATCH_NAME}"
 
 
 def generation_key(app: str) -> str:
+    """The key of the app's generation record; ValueError for an invalid app name."""
     return f"{check_app_name(app)}/{GENERATION_NAME}"
 
 
 def parts_key(app: str) -> str:
+    """The key of the app's parts (parts.py); ValueError for an invalid app name."""
     return f"{check_app_name(app)}/{PARTS_NAME}"
 
 
@@ -64,6 +71,7 @@ def workload_of(key: str) -> str:
 
 
 def tombstone_prefix(app: str) -> str:
+    """Where deletes from before generations left the app's tombstones; ValueError for an invalid app name."""
     return f"{check_app_name(app)}/{TOMBSTONES}/"
 
 
@@ -108,5 +116,6 @@ def app_of(key: str) -> str | None:
 
 
 def is_merged_key(key: str) -> bool:
+    """Whether ``key`` is an app's merged profile (``<app>/default.pgo``)."""
     app = app_of(key)
     return app is not None and key == f"{app}/{MERGED_NAME}"

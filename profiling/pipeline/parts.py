@@ -78,14 +78,17 @@ class PartsPolicy:
     def of(
         cls, window: timedelta | None = None, builds: int | None = None, workloads: Mapping[str, float] | None = None
     ) -> PartsPolicy:
+        """The policy for these settings, with the workloads' weights sorted by workload."""
         return cls(window, builds, tuple(sorted((workloads or {}).items())))
 
     @property
     def active(self) -> bool:
+        """Whether any setting is given, and so the app keeps parts."""
         return self.window is not None or self.builds is not None or bool(self.workloads)
 
     @property
     def window_ns(self) -> int:
+        """The window in nanoseconds (0: no window)."""
         return 0 if self.window is None else self.window // timedelta(microseconds=1) * 1000
 
     @property
@@ -94,6 +97,7 @@ class PartsPolicy:
         return max(1, self.window_ns // BUCKETS) if self.window is not None else 0
 
     def weight(self, workload: str) -> float | None:
+        """The weight ``workloads`` gives ``workload``, or None if it gives none."""
         return dict(self.workloads).get(workload)
 
     def fingerprint(self) -> str:
@@ -122,6 +126,7 @@ class Part:
 
     @property
     def key(self) -> tuple[int | None, int | None, str, str]:
+        """What sets the part apart from the app's others: its bucket, build and workload."""
         return (self.start, self.end, self.build, self.workload)
 
     def expires(self, window_ns: int) -> int:
@@ -129,11 +134,13 @@ class Part:
         return (self.end if self.end is not None else self.newest) + window_ns
 
     def decoded(self, max_decompressed: int = DEFAULT_MAX_DECOMPRESSED) -> ProfileTables:
+        """The part's profile, decoded from ``data`` the first time it is asked for and then kept."""
         if self.tables is None:
             self.tables = decode_tables(self.data, max_decompressed=max_decompressed)
         return self.tables
 
     def to_json(self) -> dict[str, object]:
+        """The part's entry in the manifest of ``parts.bin``: all but its profile, of which only the size."""
         return {
             "seq": self.seq,
             "build": self.build,
@@ -233,11 +240,13 @@ def cpu_index(header: Header) -> int:
 
 
 def cpu_of(t: ProfileTables) -> int:
+    """The profile's total of the value Go's PGO weighs (``cpu_index``), to compare workloads' shares."""
     i = cpu_index(t.header)
     return sum(values[i] for values in t.sample_values)
 
 
 def bucket_of(t_ns: int, width_ns: int) -> tuple[int | None, int | None]:
+    """The time bucket ``[start, end)`` of width ``width_ns`` that holds ``t_ns``; (None, None) for width 0."""
     if not width_ns:
         return None, None
     start = t_ns - t_ns % width_ns
@@ -281,6 +290,8 @@ def expires_at(parts: Sequence[Part], policy: PartsPolicy) -> int:
 
 @dataclass(slots=True)
 class Outcomes:
+    """What became of a batch's uploads: merged into parts that count, or into nothing (expired, superseded)."""
+
     merged: list[str] = field(default_factory=list)
     expired: list[str] = field(default_factory=list)  # older than the window when merged
     superseded: list[str] = field(default_factory=list)  # of a build older than the newest N

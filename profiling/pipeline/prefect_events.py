@@ -78,6 +78,7 @@ class PrefectEventSink:
         )
 
     def emit(self, event: Event) -> None:
+        """Post ``event``; EventError if it cannot be sent or Prefect does not answer with a 2xx."""
         body = [prefect_event(event)]
         try:
             response = self._client.post("events", json=body)
@@ -90,6 +91,7 @@ class PrefectEventSink:
             )
 
     def check(self) -> None:
+        """Ask Prefect's ``GET /health``; EventError if Prefect is unreachable or does not answer with a 2xx."""
         try:
             response = self._client.get("health")
         except httpx.HTTPError as exc:
@@ -98,6 +100,7 @@ class PrefectEventSink:
             raise EventError(f"Prefect at {self.api_url} is unhealthy: HTTP {response.status_code}")
 
     def close(self) -> None:
+        """Close the sink's connections."""
         self._client.close()
 
 

@@ -32,10 +32,12 @@ class PruneRule:
 
     @classmethod
     def of(cls, drop: str, keep: str | None = None) -> PruneRule:
+        """The rule for these regular expressions; ConfigError if one does not compile."""
         return cls(compile_pattern(drop, "drop"), compile_pattern(keep, "keep") if keep else None)
 
 
 def compile_pattern(pattern: str, what: str) -> re.Pattern[str]:
+    """``pattern`` compiled; ConfigError naming ``what`` if it is not a valid regular expression."""
     try:
         return re.compile(pattern)
     except re.error as exc:

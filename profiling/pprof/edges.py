@@ -23,6 +23,8 @@ __all__ = ["HotEdge", "HotEdges", "hot_edges"]
 
 @dataclass(frozen=True, slots=True)
 class HotEdge:
+    """One call edge as Go's PGO weighs it, with its share of the total edge weight."""
+
     caller: str
     callee: str
     offset: int  # call-site line minus the caller's start_line
@@ -35,6 +37,8 @@ class HotEdge:
 
 @dataclass(frozen=True, slots=True)
 class HotEdges:
+    """A profile's heaviest call edges, how many edges it has, and what share of the weight the heaviest carry."""
+
     top: list[HotEdge]
     edges: int  # how many distinct edges the profile has
     total_weight: int

@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class Unit:
+    """A unit pprof knows: the name it prints, the names it reads, and its size in its kind's base unit."""
+
     name: str  # as printed: "ms", "kB"
     aliases: tuple[str, ...]  # lower case, a trailing "s" removed from names longer than two letters
     factor: float  # size of the unit in the base unit of its kind (nanoseconds, bytes)
@@ -28,6 +30,8 @@ class Unit:
 
 @dataclass(frozen=True, slots=True)
 class Kind:
+    """A kind of unit that pprof scales values between (sizes, durations): its units and its fallback."""
+
     units: tuple[Unit, ...]
     default: Unit  # the unit of a value too small for any of ``units``, or asked in an unknown unit
 

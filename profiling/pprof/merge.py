@@ -58,6 +58,7 @@ def compact(profile: Profile) -> Profile:
 
 
 def mapping_key(m: Mapping) -> tuple[int, int, str]:
+    """What mappings match on, as upstream: size rounded up to 4 KiB, file offset, and build id or else file name."""
     size = (m.limit - m.start) & _U64
     size = (size + _MAPSIZE_ROUNDING - 1) & _U64
     size -= size % _MAPSIZE_ROUNDING
@@ -142,6 +143,7 @@ class Merger:
         self._sample_values: list[list[int]] = []
 
     def add(self, t: ProfileTables, source: str = "") -> None:
+        """Merge in ``t``; ProfileError, naming ``source``, if it cannot be merged with the first profile added."""
         self.headers.add(t.header, source)
         self._add_body(t)
 

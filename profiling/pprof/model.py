@@ -42,6 +42,8 @@ class Location(NamedTuple):
 
 
 class Function(NamedTuple):
+    """A function a line names: its name, its system (linker) name, its source file and the line it starts at."""
+
     id: int
     name: str
     system_name: str
@@ -106,9 +108,11 @@ class Profile:
     doc_url: str = ""
 
     def locations_by_id(self) -> dict[int, Location]:
+        """The profile's locations, each under its id."""
         return dict(zip([loc.id for loc in self.locations], self.locations))
 
     def functions_by_id(self) -> dict[int, Function]:
+        """The profile's functions, each under its id."""
         return dict(zip([fn.id for fn in self.functions], self.functions))
 
 

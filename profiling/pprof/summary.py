@@ -17,6 +17,8 @@ from .model import Profile
 
 @dataclass(frozen=True, slots=True)
 class FunctionCost:
+    """One function's row of ``go tool pprof -top``: its flat and cum values, as numbers and as pprof prints them."""
+
     name: str
     flat: int  # value in samples whose leaf frame is this function
     cum: int  # value in samples with this function anywhere on the stack
@@ -29,6 +31,8 @@ class FunctionCost:
 
 @dataclass(frozen=True, slots=True)
 class Summary:
+    """What ``summarize`` says of a profile: its headers, how many rows of each table, and its hottest functions."""
+
     sample_types: list[str]
     value_type: str  # the sample type that flat and cum measure
     period: str  # "10ms (cpu/nanoseconds)"

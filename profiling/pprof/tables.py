@@ -60,6 +60,7 @@ class ProfileTables:
 
 
 def to_profile(t: ProfileTables) -> Profile:
+    """The tables as a ``Profile``, a named tuple per row (its ``mappings`` is the tables' own list)."""
     h = t.header
     lines = list(map(new_line, zip(t.line_function_ids, t.line_numbers, t.line_columns)))
     starts = t.line_starts
@@ -99,6 +100,7 @@ def to_profile(t: ProfileTables) -> Profile:
 
 
 def header_of(p: Profile) -> Header:
+    """The fields of ``p`` that merging combines."""
     return Header(
         tuple(p.sample_types),
         p.period_type,
@@ -114,6 +116,7 @@ def header_of(p: Profile) -> Header:
 
 
 def from_profile(p: Profile) -> ProfileTables:
+    """``p`` as columns, its rows in the same order."""
     lines = list(chain.from_iterable(loc.lines for loc in p.locations))
     functions = p.functions
     locations = p.locations

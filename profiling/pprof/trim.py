@@ -32,6 +32,8 @@ _Node = tuple[str, int, int, int]
 
 @dataclass(frozen=True, slots=True)
 class Edge:
+    """A call edge as the compiler keys it: caller, call-site line offset, callee."""
+
     caller: str
     offset: int  # call-site line minus the caller's start_line
     callee: str
@@ -48,6 +50,7 @@ class EdgeMap:
 
     @property
     def total_weight(self) -> int:
+        """The weight of all edges together."""
         return sum(self.weights.values())
 
 

@@ -20,6 +20,8 @@ from typing import BinaryIO, Protocol
 
 @dataclass(frozen=True, slots=True)
 class BlobInfo:
+    """What a store says of one object: its key, size, when it was last written, and its version (etag)."""
+
     key: str
     size: int
     last_modified: datetime  # timezone-aware, UTC
@@ -27,6 +29,8 @@ class BlobInfo:
 
 
 class BlobStore(Protocol):
+    """Where uploads, merged profiles and the pipeline's records are kept: a folder or an S3 bucket."""
+
     def put(
         self, key: str, data: bytes | BinaryIO, *, if_match: str | None = None, if_none_match: bool = False
     ) -> BlobInfo:
@@ -66,4 +70,6 @@ class BlobStore(Protocol):
         """Raise BlobStoreError if the store cannot be used (for health checks)."""
         ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release what the store holds, such as its connections."""
+        ...
