@@ -22,6 +22,8 @@ _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="autopgo"'}
 
 
 class BearerAuth:
+    """Which requests need the bearer token, and whether a request carries it; with no token, none do."""
+
     def __init__(self, token: str | None, *, protect_reads: bool = False) -> None:
         if token is not None and not token.strip():
             raise ValueError("the API token must not be empty")
@@ -32,6 +34,7 @@ class BearerAuth:
 
     @property
     def enabled(self) -> bool:
+        """Whether a token is configured (without one every request is let through)."""
         return self._token is not None
 
     def guards(self, method: str, path: str) -> bool:

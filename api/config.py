@@ -25,6 +25,8 @@ CLOCK_OFFSET_ENV = "AUTOPGO_CLOCK_OFFSET"
 
 @dataclass(frozen=True, slots=True)
 class EventsConfig:
+    """Where the API sends its events (``kind``: Prefect or the log), and how to reach Prefect."""
+
     kind: str = "log"  # one of EVENT_SINKS
     prefect_api_url: str | None = None
     prefect_api_key: str | None = None
@@ -59,6 +61,8 @@ class EventsConfig:
 
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
+    """What ``create_server`` needs to run the API: address, blob store, token, limits, workers, events."""
+
     host: str = "127.0.0.1"
     port: int = 8080
     blob_store: str = DEFAULT_BLOB_STORE  # a URL for profiling.storage.stores.open_store

@@ -15,6 +15,8 @@ import threading
 
 
 class Connections:
+    """The server's idle keep-alive connections, and whether it is draining for shutdown."""
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._idle: set[socket.socket] = set()
@@ -22,6 +24,7 @@ class Connections:
 
     @property
     def draining(self) -> bool:
+        """Whether ``drain`` was called: every connection then closes after its current request."""
         return self._draining
 
     def wait_for_request(self, conn: socket.socket) -> bool:
@@ -33,6 +36,7 @@ class Connections:
             return True
 
     def request_started(self, conn: socket.socket) -> None:
+        """Mark ``conn`` busy again: its wait for a request line is over, so a drain no longer shuts it."""
         with self._lock:
             self._idle.discard(conn)
 

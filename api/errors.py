@@ -38,14 +38,17 @@ class ApiError(AutopgoError):
 
 
 def bad_request(message: str) -> ApiError:
+    """An ``ApiError`` 400 with ``message``."""
     return ApiError(HTTPStatus.BAD_REQUEST, message)
 
 
 def not_found(message: str) -> ApiError:
+    """An ``ApiError`` 404 with ``message``."""
     return ApiError(HTTPStatus.NOT_FOUND, message)
 
 
 def unavailable(message: str) -> ApiError:
+    """An ``ApiError`` 503 with ``message``."""
     return ApiError(HTTPStatus.SERVICE_UNAVAILABLE, message)
 
 

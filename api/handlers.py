@@ -82,6 +82,8 @@ BUILD = "Autopgo-Build"
 
 
 class ProfileApi:
+    """The API's endpoints, one method each, over a blob store and an event sink; ``router`` maps requests to them."""
+
     def __init__(
         self,
         store: BlobStore,

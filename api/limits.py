@@ -30,6 +30,8 @@ _HEX = re.compile(rb"[0-9a-fA-F]+")
 
 @dataclass(frozen=True, slots=True)
 class Limits:
+    """How large an upload may be: its body as sent, and the profile once decompressed (ValueError unless positive)."""
+
     max_body: int = DEFAULT_MAX_BODY  # bytes of request body, as sent
     max_decompressed: int = DEFAULT_MAX_DECOMPRESSED  # bytes of an uploaded profile once gunzipped
 
@@ -39,6 +41,7 @@ class Limits:
 
 
 def too_large(limit: int, size: int | None = None) -> ApiError:
+    """An ``ApiError`` 413 for a body over ``limit`` bytes (of ``size`` bytes, if known)."""
     what = f"request body of {size} bytes" if size is not None else "request body"
     return ApiError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"{what} is larger than the limit of {limit} bytes")
 
@@ -56,6 +59,7 @@ class BodyReader:
 
     @property
     def declared(self) -> bool:
+        """Whether the headers frame a body, by ``Content-Length`` or chunked; ``read`` refuses (411) one without."""
         return self.chunked or self.length is not None
 
     def check_declared(self) -> None:

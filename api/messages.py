@@ -19,6 +19,8 @@ OCTET_STREAM = "application/octet-stream"
 
 @dataclass(frozen=True, slots=True)
 class Request:
+    """One request as a handler sees it: method, path, query, headers, the route's app, and its body on demand."""
+
     method: str
     path: str  # as sent, without the query
     query: Mapping[str, list[str]]
@@ -46,10 +48,12 @@ class Response:
     stream: BinaryIO | None = None
 
     def close(self) -> None:
+        """Close the body stream, if any; the server calls it once the response is sent (or sending failed)."""
         if self.stream is not None:
             self.stream.close()
 
 
 def json_response(status: int, data: Any, headers: Mapping[str, str] | None = None) -> Response:
+    """A ``Response`` with ``data`` as a compact JSON body (and a newline), plus any ``headers``."""
     body = json.dumps(data, separators=(",", ":")).encode() + b"\n"
     return Response(status, body, {"Content-Type": JSON, **(headers or {})})

@@ -27,20 +27,25 @@ APP = "{app}"
 
 @dataclass(frozen=True, slots=True)
 class Route:
+    """A path pattern and the handler for each method it answers."""
+
     pattern: str  # e.g. "/api/profile/{app}"
     methods: Mapping[str, Handler]
 
     @property
     def segments(self) -> tuple[str, ...]:
+        """The pattern's path segments; ``{app}`` stands for any one segment."""
         return tuple(self.pattern.strip("/").split("/"))
 
     def allowed(self) -> list[str]:
+        """The methods the route answers, sorted, with HEAD wherever GET is: what ``Allow`` lists."""
         methods = set(self.methods)
         if "GET" in methods:
             methods.add("HEAD")
         return sorted(methods)
 
     def handler(self, method: str) -> Handler | None:
+        """The handler for ``method`` (HEAD falls back to GET's), or None if the route does not answer it."""
         found = self.methods.get(method)
         if found is None and method == "HEAD":
             found = self.methods.get("GET")
@@ -57,6 +62,8 @@ class Target:
 
     @classmethod
     def parse(cls, target: str) -> Target:
+        """Split a request target (origin or absolute form) into path, decoded segments and query;
+        ApiError 400 if its path does not start with ``/``."""
         if target.startswith(("http://", "https://")):  # absolute-form (RFC 9112, 3.2.2)
             parts = urlsplit(target)
             path, query = parts.path or "/", parts.query
@@ -70,6 +77,8 @@ class Target:
 
 @dataclass(frozen=True, slots=True)
 class Match:
+    """What ``Router.match`` found: the route, its handler for the method, the app in the path, and the target."""
+
     route: Route
     handler: Handler
     app: str | None
@@ -77,6 +86,8 @@ class Match:
 
 
 class Router:
+    """Finds the handler for a request: the first route whose pattern fits the path."""
+
     def __init__(self, routes: Sequence[Route]) -> None:
         self.routes = list(routes)
 

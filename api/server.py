@@ -53,6 +53,8 @@ _NO_BODY_STATUSES = frozenset({HTTPStatus.NO_CONTENT, HTTPStatus.NOT_MODIFIED})
 
 
 class ApiServer(ThreadingHTTPServer):
+    """The API's ``ThreadingHTTPServer``: serves ``api`` behind the token check; joins every handler thread on close."""
+
     daemon_threads = False
     block_on_close = True
     request_queue_size = 128  # listen backlog: bursts of new connections wait instead of being refused
@@ -75,6 +77,7 @@ class ApiServer(ThreadingHTTPServer):
         super().__init__(address, RequestHandler)
 
     def server_bind(self) -> None:
+        """Bind the socket and name the server by its address (``server_name``, ``server_port``)."""
         # HTTPServer.server_bind also looks up the host's FQDN, which can stall on DNS; skip it.
         socketserver.TCPServer.server_bind(self)
         host, port = self.server_address[:2]
@@ -83,6 +86,7 @@ class ApiServer(ThreadingHTTPServer):
 
     @property
     def url(self) -> str:
+        """The base URL the server listens on (``http://host:port``, an IPv6 host in brackets)."""
         host, port = self.server_address[:2]
         if isinstance(host, bytes):
             host = host.decode()
@@ -94,10 +98,13 @@ class ApiServer(ThreadingHTTPServer):
         self.connections.drain()
 
     def handle_error(self, request: object, client_address: object) -> None:
+        """Log, with its traceback, an error that escaped a connection's handler; the server goes on."""
         log.exception("unhandled error on the connection from %s", client_address)
 
 
 class RequestHandler(BaseHTTPRequestHandler):
+    """Serves one connection: HTTP/1.1 with keep-alive, each request routed to the server's ``ProfileApi``."""
+
     server: ApiServer
     protocol_version = "HTTP/1.1"
     server_version = "autopgo"
@@ -107,6 +114,7 @@ class RequestHandler(BaseHTTPRequestHandler):
     # ------------------------------------------------------------ connection
 
     def setup(self) -> None:
+        """Set up the connection with the server's read timeout, so a silent client does not hold its thread forever."""
         self.timeout = self.server.read_timeout  # type: ignore[misc]  # per server, read by setup()
         super().setup()
 
@@ -148,6 +156,7 @@ class RequestHandler(BaseHTTPRequestHandler):
     # ------------------------------------------------------------ requests
 
     def dispatch(self) -> None:
+        """Answer the request: route it, check the token, run its handler and send the response (an error as JSON)."""
         reader: BodyReader | None = None
         try:
             reader = BodyReader(self.rfile, self.headers, self.server.api.limits.max_body)
@@ -280,9 +289,11 @@ class RequestHandler(BaseHTTPRequestHandler):
         )
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+        """The base class's log messages, at DEBUG on the API's log."""
         log.debug("%s: " + format, self.address_string(), *args)
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """Nothing: the access log line is written once the response is sent."""
         return None  # _log_access writes the access log
 
 

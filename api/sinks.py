@@ -25,16 +25,20 @@ class LogEventSink:
         self._log = logger
 
     def emit(self, event: Event) -> None:
+        """Log ``event``'s type and payload (as JSON) at INFO."""
         self._log.info("event %s %s", event.type, json.dumps(event.payload(), sort_keys=True))
 
     def check(self) -> None:
+        """Nothing to check: the log is always there."""
         return None
 
     def close(self) -> None:
+        """Nothing to release."""
         return None
 
 
 def open_sink(config: EventsConfig) -> EventSink:
+    """The event sink ``config`` names: the log, or Prefect at its API URL; ValueError for an unknown kind or no URL."""
     if config.kind == "log":
         return LogEventSink()
     if config.kind == "prefect":

@@ -22,6 +22,8 @@ _STRIPES = 32
 
 @dataclass(frozen=True, slots=True)
 class Trimmed:
+    """The PGO-trimmed form of one version of an app's merged profile, as downloads serve it."""
+
     source_etag: str  # the etag of the merged profile it was made from
     last_modified: datetime  # that of the merged profile
     data: bytes  # the trimmed profile, gzip-compressed
@@ -30,11 +32,15 @@ class Trimmed:
 
 @dataclass(slots=True)
 class CacheStats:
+    """How often the cache had a trimmed form ready (``hits``), and how often it made one (``computed``)."""
+
     hits: int = 0
     computed: int = 0
 
 
 class TrimCache:
+    """The latest trimmed profile of each app (at most ``max_apps``), computed once per merged profile version."""
+
     def __init__(self, max_apps: int = 256) -> None:
         self._lock = threading.Lock()
         self._entries: PerVersion[Trimmed] = PerVersion(max_apps)

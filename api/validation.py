@@ -25,6 +25,7 @@ class Refusal:
     message: str
 
     def error(self) -> ApiError:
+        """The refusal as the ``ApiError`` to raise."""
         return ApiError(self.status, self.message)
 
 

@@ -17,6 +17,8 @@ T = TypeVar("T")
 
 
 class PerVersion(Generic[T]):
+    """A value per app for one version (etag) of its merged profile; beyond ``max_apps``, the least recently used go."""
+
     def __init__(self, max_apps: int) -> None:
         if max_apps < 1:
             raise ValueError("max_apps must be at least 1")

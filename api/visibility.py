@@ -21,6 +21,8 @@ from .versions import PerVersion
 
 
 class Visibility:
+    """Whether a delete hides a merged profile, with each profile's labels remembered per version."""
+
     def __init__(self, store: BlobStore, max_decompressed: int, max_apps: int = 1024) -> None:
         self._store = store
         self._max_decompressed = max_decompressed

@@ -68,6 +68,7 @@ class ProfileChecker:
                 self._idle.put(self._start_worker())
 
     def check(self, data: bytes) -> None:
+        """Return if ``data`` is an acceptable profile; else ApiError 400 or 413 (503 if no worker could check it)."""
         refusal = self._refusal(data)
         if refusal is not None:
             raise refusal.error()

@@ -16,6 +16,7 @@ from . import pipeline, profiles, remote, scrape, server, workpool
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``autopgo`` parser with every command; each command sets ``run``, the function that runs it."""
     parser = argparse.ArgumentParser(
         prog="autopgo", description="Continuous profile-guided optimization for Go services."
     )
@@ -31,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command ``argv`` gives (default: the command line) and return its exit status: 1 for an error,
+    reported as ``autopgo COMMAND: ...`` lines on standard error; 130 on Ctrl-C."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

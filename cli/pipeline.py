@@ -11,6 +11,8 @@ from profiling.logs import LOG_LEVEL_ENV, LOG_LEVELS
 
 
 def register(commands: argparse._SubParsersAction) -> None:
+    """Add ``up`` (``--config``, ``--data``, ``--prefect-port``, ``--log-level``) and ``clean`` (``--blob-store``,
+    ``--config``, ``--older-than``, ``--larger-than``, ``--dry-run``)."""
     up = commands.add_parser(
         "up",
         help="run the whole pipeline on this machine: Prefect server, API and every flow",
@@ -45,6 +47,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_up(args: argparse.Namespace) -> int:
+    """Run ``autopgo up``: the Prefect server, the API and the flows on this machine until Ctrl-C or SIGTERM;
+    0, or 1 if a child keeps dying and is given up on."""
     from flows.embedded import run
     from profiling.config import find_config
     from profiling.logs import configure_logging, parse_log_level
@@ -61,6 +65,8 @@ def run_up(args: argparse.Namespace) -> int:
 
 
 def run_clean(args: argparse.Namespace) -> int:
+    """Run ``autopgo clean``: remove (with ``--dry-run``, only list) the merged profiles past the bounds given,
+    printing each; 0. ValueError without a bound."""
     from profiling.config import find_config
     from profiling.pipeline import CleanRule, clean
     from profiling.storage import open_store

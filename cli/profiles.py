@@ -11,6 +11,8 @@ from .output import DASH, check_stdout, write_stdout
 
 
 def register(commands: argparse._SubParsersAction) -> None:
+    """Add ``merge`` (inputs, ``-o``, ``--drop``, ``--keep``, ``--prune-config``, ``--app``, ``--trim``, ``-j``) and
+    ``inspect`` (a file, ``-n``); both take ``--max-decompressed``."""
     merge = commands.add_parser(
         "merge",
         help="merge pprof profiles into one, as go tool pprof -proto does",
@@ -87,6 +89,8 @@ def _usable_cpus() -> int:
 
 
 def run_merge(args: argparse.Namespace) -> int:
+    """Run ``autopgo merge``: merge the inputs into one gzip profile, pruned and trimmed if asked, and write it to
+    ``--output`` (a file, or standard output for ``-``); 0."""
     from profiling.atomicfile import atomic_write
     from profiling.pprof import encode, merge_files
 
@@ -133,6 +137,7 @@ def _prune_rules(args: argparse.Namespace) -> list:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
+    """Run ``autopgo inspect``: print the profile's sample types, period, duration, sizes and top functions; 0."""
     from profiling.pprof import read_profile, summarize
 
     s = summarize(read_profile(args.input, max_decompressed=_max_decompressed(args)), top=args.top)

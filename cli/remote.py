@@ -27,6 +27,8 @@ DEFAULT_API_URL = "http://localhost:8080"
 
 
 def register(commands: argparse._SubParsersAction) -> None:
+    """Add ``upload``, ``download``, ``list`` and ``delete``; each takes ``--api-url``, ``--token``, ``--config``
+    and ``--timeout``."""
     common = argparse.ArgumentParser(add_help=False)
     server = common.add_argument_group("server")
     server.add_argument(
@@ -104,6 +106,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_upload(args: argparse.Namespace) -> int:
+    """Run ``autopgo upload``: send each file as a profile of ``--app`` and print the key it is staged under;
+    1 if any failed."""
     from profiling.client import ClientError
 
     if args.inputs.count(DASH) > 1:
@@ -144,6 +148,8 @@ def _workload(value: str) -> str:
 
 
 def run_download(args: argparse.Namespace) -> int:
+    """Run ``autopgo download``: save the app's merged profile (trimmed with ``--trim``) to ``--output``, unless the
+    file already holds it, or write it to standard output; 0."""
     if args.output != DASH:
         with client_for(args) as api:
             saved = api.download_to(args.app, args.output, trim=args.trim)
@@ -158,6 +164,7 @@ def run_download(args: argparse.Namespace) -> int:
 
 
 def run_list(args: argparse.Namespace) -> int:
+    """Run ``autopgo list``: print the server's merged profiles, one line each (app, size, last modified in UTC); 0."""
     from datetime import timezone
 
     with client_for(args) as api:
@@ -177,12 +184,15 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_delete(args: argparse.Namespace) -> int:
+    """Run ``autopgo delete``: ask the server to delete everything stored for the app; 0 once it has accepted."""
     with client_for(args) as api:
         api.delete(args.app)
     return 0
 
 
 def client_for(args: argparse.Namespace) -> Client:
+    """A ``Client`` for the command's server, its URL and token from the flags, else the environment, else the
+    configuration file (``--config`` or ``AUTOPGO_CONFIG``); the URL else ``DEFAULT_API_URL``."""
     from profiling.client import Client
     from profiling.config import API_URL, CONFIG, client_token, load_config, resolve
 

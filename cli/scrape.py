@@ -45,6 +45,7 @@ Sink = Callable[["Target", bytes], Awaitable[str]]
 
 
 def register(commands: argparse._SubParsersAction) -> None:
+    """Add ``scrape`` (APP, ``-c``, ``--duration``, ``--sample-size``, ``--output``, ``--api-url``, ``--token``)."""
     scrape = commands.add_parser(
         "scrape",
         help="profile an app's instances now and upload (or save) the profiles",
@@ -79,6 +80,7 @@ class TargetProgress:
     result: str = ""  # when done, the key or file; when failed, why
 
     def finish(self, step: str, result: str, now: float) -> None:
+        """Record that the target's scrape ended at ``now`` in ``step`` (done or failed), with its ``result``."""
         self.step, self.result, self.ended = step, result, now
 
 
@@ -114,6 +116,8 @@ def profile_filename(app: str, target: Target, when: datetime) -> str:
 
 
 def run_scrape(args: argparse.Namespace) -> int:
+    """Run ``autopgo scrape``: profile the app's targets now and upload each profile (or save it in ``--output``);
+    1 if any target failed."""
     from profiling.config import API_URL, client_token, find_config, resolve
     from profiling.discovery import DiscoveryError, SourceCache, pick
 

@@ -69,6 +69,8 @@ SETTINGS = (
 
 
 def register(commands: argparse._SubParsersAction) -> None:
+    """Add ``server``, with a flag per setting (``--host``, ``--port``, ``--blob-store``, ``--token``, ...,
+    ``--config``); each defaults to None, so that a flag given is told from one that is not."""
     server = commands.add_parser(
         "server",
         help="run the HTTP API that takes uploads and serves merged profiles",
@@ -165,6 +167,8 @@ def choose_settings(
 
 
 def run_server(args: argparse.Namespace) -> int:
+    """Run ``autopgo server``: take each setting from its flag, variable, file or default, log where each came from,
+    and serve the API until SIGTERM or SIGINT; 0."""
     import logging
 
     from api.config import EventsConfig, ServerConfig, clock_offset_ns, default_workers

@@ -15,6 +15,8 @@ POOL_ENV = "AUTOPGO_WORK_POOL"
 
 
 def register(commands: argparse._SubParsersAction) -> None:
+    """Add ``deploy`` (``--config``, ``--work-pool``, ``--create-pool``) and ``worker`` (``--pool``, ``--config``);
+    the pool is required unless ``AUTOPGO_WORK_POOL`` names it."""
     deploy = commands.add_parser(
         "deploy",
         help="register the pipeline's deployments on the Prefect server at PREFECT_API_URL",
@@ -51,6 +53,8 @@ def _config_file(given: str | None) -> tuple[Config, Path]:
 
 
 def run_deploy(args: argparse.Namespace) -> int:
+    """Run ``autopgo deploy``: register the pipeline's deployments on the Prefect server for the work pool and
+    remove those it no longer has, printing each change; 0."""
     from flows.workpool import deploy
 
     config, _ = _config_file(args.config)
@@ -60,6 +64,8 @@ def run_deploy(args: argparse.Namespace) -> int:
 
 
 def run_worker(args: argparse.Namespace) -> int:
+    """Run ``autopgo worker``: check the configuration and the work pool, then run the pool's flows until SIGTERM
+    or SIGINT; 0 once the worker and its runs are gone."""
     import logging
 
     _, path = _config_file(args.config)  # read now, so that a broken file stops the worker before it starts

@@ -12,6 +12,8 @@ from . import settings
 
 @flow(name="clean", description="Remove merged profiles older or larger than the configured bounds.")
 def clean() -> list[str]:
+    """One run removes the merged profiles older or larger than autopgo.yaml's ``clean`` bounds and returns their keys;
+    its deployment, made only when ``clean`` is configured, runs every ``clean.every``."""
     cfg = settings.config()
     if cfg.clean is None:
         get_run_logger().info("no clean bounds configured")

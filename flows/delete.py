@@ -11,6 +11,8 @@ from . import settings
 
 @flow(name="delete", description="Remove an app's merged profile, staged and rejected uploads and batch state.")
 def delete(app: str) -> int:
+    """One run removes everything a delete of ``app`` hides and returns how many objects went;
+    triggered by ``profile.deleted``, which the API emits for DELETE /api/profile/<app>."""
     cfg = settings.config()
     store = settings.store(cfg)
     try:

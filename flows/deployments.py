@@ -64,6 +64,8 @@ def tick_schedule(every: timedelta) -> IntervalSchedule:
 
 
 def deployments(cfg: Config) -> list[RunnerDeployment]:
+    """The pipeline's deployments for ``cfg``: merge on upload, sweep, delete on request, scrape now, clean (with
+    bounds) and one scrape tick per scrape interval. RuntimeError if called inside an event loop."""
     out: list[RunnerDeployment | Coroutine[Any, Any, RunnerDeployment]] = [
         merge.to_deployment(
             name="on-upload",

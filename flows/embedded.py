@@ -56,6 +56,7 @@ class Run:
 
     @property
     def uptime(self) -> float:
+        """Seconds the child was up in this life."""
         return self.ended - self.started
 
 
@@ -114,6 +115,7 @@ class Child:
     deaths: list[Run] = field(default_factory=list)
 
     def spawn(self) -> None:
+        """Start the command in a process group of its own and note when (logged as a start, or a restart)."""
         self.process = subprocess.Popen(self.argv, env=self.env, start_new_session=True)
         self.started = time.monotonic()
         verb = "restarted" if self.deaths else "started"
@@ -223,6 +225,7 @@ class Supervisor:
         return None
 
     def stop(self) -> None:
+        """Stop every child, the last started first."""
         for child in reversed(self.children):
             child.stop()
 
@@ -239,9 +242,12 @@ class Embedded:
 
     @property
     def prefect_url(self) -> str:
+        """The local Prefect server's base URL (``http://127.0.0.1:<prefect_port>``)."""
         return f"http://127.0.0.1:{self.prefect_port}"
 
     def environment(self) -> dict[str, str]:
+        """The children's environment: this process's, plus the local Prefect server's settings (home and SQLite
+        database under ``data_dir/prefect``, created here), the log level, state folder and configuration file."""
         home = self.data_dir / "prefect"
         home.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)

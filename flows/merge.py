@@ -116,6 +116,8 @@ def _staged(store: BlobStore, wanted: set[str] | None) -> list[str]:
 
 @flow(name="sweep", description="Merge what is staged and finish deletes, including those whose event was lost.")
 def sweep() -> State:
+    """One run finishes deletes (those whose event was lost too) and merges every app with staged uploads or a profile
+    due to be derived again (``ageing``); run every ``sweep_every``. Failed names the apps whose merge failed."""
     log = get_run_logger()
     cfg = settings.config()
     store = settings.store(cfg)

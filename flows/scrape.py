@@ -106,6 +106,8 @@ async def scrape_app(app: str, due: datetime | None) -> State:
 
 @flow(name="scrape-tick", description="Scrape every app of one interval that is due in this tick window.")
 async def scrape_tick(every_seconds: float) -> State:
+    """One run scrapes each app of the ``every_seconds`` interval that is due in this tick window, at its own time;
+    run by that interval's schedule. Failed names the apps that gave no profile."""
     every = timedelta(seconds=every_seconds)
     cfg = settings.config()
     apps = [a.name for a in cfg.apps if a.scrape is not None and a.scrape.every == every]
@@ -120,6 +122,8 @@ async def scrape_tick(every_seconds: float) -> State:
 
 @flow(name="scrape", description="Scrape the apps named now, each at once.")
 async def scrape(apps: list[str]) -> State:
+    """One run scrapes the ``apps`` named, all at once; started by hand (the ``now`` deployment, from the UI, say).
+    Failed names the apps that gave no profile."""
     cfg = settings.config()
     now = datetime.now(UTC)
     return await _scrape(cfg, [Due(app, now) for app in apps], "scrape-now")

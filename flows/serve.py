@@ -13,6 +13,7 @@ from .deployments import deployments
 
 
 def main() -> None:
+    """Serve every deployment of the pipeline in this process until stopped; log at ``AUTOPGO_LOG_LEVEL`` (or INFO)."""
     configure_logging(parse_log_level(os.environ.get(LOG_LEVEL_ENV) or "INFO"))
     serve(*deployments(settings.config()), print_starting_message=True)
 

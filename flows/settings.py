@@ -22,6 +22,7 @@ STATE_ENV = "AUTOPGO_STATE"
 
 
 def config() -> Config:
+    """The configuration: the file ``AUTOPGO_CONFIG`` names, else ./autopgo.yaml if there is one, else the defaults."""
     return find_config(os.environ.get(CONFIG_ENV) or None)[0]
 
 
@@ -34,6 +35,7 @@ def state_dir() -> Path:
 
 
 def store(cfg: Config) -> BlobStore:
+    """The blob store ``cfg`` names, opened; the caller closes it."""
     return open_store(cfg.blob_store)
 
 
