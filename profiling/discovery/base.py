@@ -1,22 +1,10 @@
-"""Target discovery: an app's scrape targets listed by Kubernetes, Consul or Nomad.
+"""What the discovery sources share: the opt-in labels, ``DiscoveryError`` and listing over HTTP.
 
-Every source implements ``TargetSource`` (``targets() -> list[Target]``) and
-``check()`` for health reports. Instances opt in with the same labels (Kubernetes
-labels and annotations) or tags (Consul, Nomad):
-
-=============================  ===========================================
-``autopgo.scrape=true``        scrape this instance
-``autopgo.scrape.app=<app>``   for this app (as named in ``autopgo.yaml``)
-``autopgo.scrape.port=<n>``    Kubernetes only (an annotation): the pprof port
-``autopgo.scrape.path=/...``   optional, default ``/debug/pprof/profile``
-``autopgo.scrape.scheme=...``  optional, ``http`` (default) or ``https``
-``autopgo.scrape.workload=..`` optional (Kubernetes: a label): the workload its profiles are for
-=============================  ===========================================
-
-Every failure to list (refused, timed out, HTTP 401/403/5xx, malformed JSON,
-an answer of the wrong shape) raises one ``DiscoveryError`` whose one-line
-message names the source and the URL. An instance whose labels are wrong is
-skipped with one warning; it never hides the others.
+The labels and tags an instance opts in with are tabled in the package's docstring
+(``profiling.discovery``). Every failure to list (refused, timed out, HTTP
+401/403/5xx, malformed JSON, an answer of the wrong shape) raises one
+``DiscoveryError`` whose one-line message names the source and the URL. An
+instance whose labels are wrong is skipped with one warning; it never hides the others.
 """
 
 from __future__ import annotations
