@@ -1,6 +1,6 @@
 """Checking an uploaded profile before it is staged, and the form it is stored in.
 
-The engine (``profiling.pprof.validate``) accepts exactly what its decoder accepts,
+The engine (``profiling.pprof.validate``, in ``precheck.py``) accepts exactly what its decoder accepts,
 as google/pprof would; unless any profile type is accepted, the profile must
 also be one Go's PGO can use, so that whatever is staged can later be merged
 and trimmed.

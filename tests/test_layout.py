@@ -6,12 +6,14 @@ Read from the source with ``ast``, so a wrong import fails here before it confus
 * outside a subpackage of ``profiling``, code imports from the subpackage itself, and only the
   names its ``__all__`` declares (tests may still ``import`` a submodule to patch its globals);
 * the modules form no import cycle, and neither do the packages;
-* ``profiling`` imports neither the edges (``api``, ``flows``, ``cli``) nor Prefect.
+* ``profiling`` imports neither the edges (``api``, ``flows``, ``cli``) nor Prefect;
+* a subpackage's names are imported when first used, so the CLI starts without the whole domain.
 """
 
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -100,12 +102,7 @@ def subpackage(module: str) -> str | None:
 
 
 def resolved(imp: Import) -> str:
-    """The module an import reaches: ``from package import submodule`` reaches the submodule,
-    unless the package declares a name of its own by that name (``pprof.merge`` is the function)."""
-    path = file_of(imp.module) if ours(imp.module) else None
-    if path is not None and is_package(path) and imp.name in (declared(imp.module) or []):
-        if not (imp.name.endswith("_pb2")):
-            return imp.module
+    """The module an import reaches: ``from package import submodule`` reaches the submodule."""
     if imp.name and file_of(f"{imp.module}.{imp.name}") is not None:
         return f"{imp.module}.{imp.name}"
     return imp.module
@@ -159,6 +156,40 @@ def test_every_subpackage_declares_its_surface_and_it_exists() -> None:
         package = __import__(module, fromlist=["*"])
         missing = [n for n in names if not hasattr(package, n)]
         assert not missing, f"{module}.__all__ names what it does not define: {missing}"
+
+
+def test_no_declared_name_is_also_a_module_of_its_subpackage() -> None:
+    """Once a submodule is imported, its package's attribute of that name is the module: a function of
+    the same name would then be shadowed for ``from package import name``."""
+    for name in SUBPACKAGES:
+        modules = {p.stem for p in (ROOT / "profiling" / name).iterdir() if p.suffix == ".py" or p.is_dir()}
+        clashes = modules & set(declared(f"profiling.{name}") or [])
+        assert not clashes, f"profiling.{name} declares names that are also its modules: {sorted(clashes)}"
+
+
+def test_every_declared_name_has_one_home_and_nothing_else_is_imported_at_once() -> None:
+    """The ``if TYPE_CHECKING:`` imports of a subpackage name each declared name's module, for
+    ``profiling.lazy``; the package runs no other import of its own when it is imported."""
+    for name in SUBPACKAGES:
+        path = ROOT / "profiling" / name / "__init__.py"
+        homes, eager = set(), []
+        for node in tree(path).body:
+            if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+                homes |= {a.asname or a.name for s in node.body if isinstance(s, ast.ImportFrom) for a in s.names}
+            elif isinstance(node, ast.ImportFrom) and node.module not in ("__future__", "typing", "lazy"):
+                eager.append(node.module)
+        assert homes == set(declared(f"profiling.{name}") or []), f"profiling.{name}: __all__ and its imports differ"
+        assert not eager, f"profiling.{name} imports {eager} when imported"
+
+
+def test_the_cli_starts_without_the_domain_it_does_not_use() -> None:
+    """``autopgo --help`` and the remote commands load neither the pprof engine, the pipeline, httpx nor boto3."""
+    code = (
+        "import sys, cli.main; heavy = ('httpx', 'boto3', 'google.protobuf', 'profiling.pprof', 'profiling.pipeline');"
+        "print(' '.join(m for m in heavy if m in sys.modules))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert loaded.stdout.split() == []
 
 
 def test_outside_a_subpackage_only_its_declared_names_are_used() -> None:

@@ -1,4 +1,4 @@
-"""Prune configuration files (profiling.pipeline.rules) and upstream's name simplification (profiling.pprof.prune)."""
+"""Prune configuration files (profiling.pipeline.rules) and upstream's name simplification (profiling.pprof.pruning)."""
 
 from __future__ import annotations
 

@@ -7,18 +7,23 @@ store (``storage``) and its targets (``discovery``).
 
 from __future__ import annotations
 
-from .file import (
-    DEFAULT_API_URL,
-    AppConfig,
-    CleanConfig,
-    Config,
-    ScrapeConfig,
-    find_config,
-    load_config,
-    parse_config,
-    parse_duration,
-)
-from .settings import API_URL, CONFIG, CONFIG_ENV, TOKEN_ENV, URL_ENV, Chosen, Setting, client_token, resolve, switch
+from typing import TYPE_CHECKING
+
+from ..lazy import surface
+
+if TYPE_CHECKING:  # each name is imported from its module when first used (see profiling/lazy.py)
+    from .file import (
+        DEFAULT_API_URL,
+        AppConfig,
+        CleanConfig,
+        Config,
+        ScrapeConfig,
+        find_config,
+        load_config,
+        parse_config,
+        parse_duration,
+    )
+    from .settings import API_URL, CONFIG, CONFIG_ENV, TOKEN_ENV, URL_ENV, Chosen, Setting, client_token, resolve, switch
 
 __all__ = [
     "API_URL",
@@ -41,3 +46,5 @@ __all__ = [
     "resolve",
     "switch",
 ]
+
+__getattr__ = surface(__name__, __file__)

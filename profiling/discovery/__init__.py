@@ -25,26 +25,31 @@ with one warning.
 
 from __future__ import annotations
 
-from .base import DiscoveryError, HttpSource
-from .consul import ConsulTargetSource
-from .kubernetes import KubernetesTargetSource
-from .nomad import NomadTargetSource
-from .options import DEFAULT_DISCOVERY_TIMEOUT, ClientTLS, ConsulTargets, KubernetesTargets, NomadTargets, TargetsConfig
-from .schedule import EPOCH, Due, due_in, next_due, phase, tick_for, tick_start
-from .scraping import (
-    DEFAULT_FETCH_LIMIT,
-    ScrapeError,
-    ScrapeReport,
-    fetch_profile,
-    new_client,
-    pick,
-    profile_seconds,
-    scrape,
-    scrape_async,
-)
-from .sources import SourceCache
-from .targets import DEFAULT_PATH, FileTargets, StaticTargets, Target, TargetSource, parse_target_list, read_target_list
-from .tls import TLSSettings
+from typing import TYPE_CHECKING
+
+from ..lazy import surface
+
+if TYPE_CHECKING:  # each name is imported from its module when first used (see profiling/lazy.py)
+    from .base import DiscoveryError, HttpSource
+    from .consul import ConsulTargetSource
+    from .kubernetes import KubernetesTargetSource
+    from .nomad import NomadTargetSource
+    from .options import DEFAULT_DISCOVERY_TIMEOUT, ClientTLS, ConsulTargets, KubernetesTargets, NomadTargets, TargetsConfig
+    from .schedule import EPOCH, Due, due_in, next_due, phase, tick_for, tick_start
+    from .scraping import (
+        DEFAULT_FETCH_LIMIT,
+        ScrapeError,
+        ScrapeReport,
+        fetch_profile,
+        new_client,
+        pick,
+        profile_seconds,
+        scrape,
+        scrape_async,
+    )
+    from .sources import SourceCache
+    from .targets import DEFAULT_PATH, FileTargets, StaticTargets, Target, TargetSource, parse_target_list, read_target_list
+    from .tls import TLSSettings
 
 __all__ = [
     "ClientTLS",
@@ -84,3 +89,5 @@ __all__ = [
     "tick_for",
     "tick_start",
 ]
+
+__getattr__ = surface(__name__, __file__)

@@ -10,47 +10,52 @@ uploads; ``cleaning.py`` removes old or large profiles; ``events.py`` and
 
 from __future__ import annotations
 
-from .batches import (
-    DEFAULT_RECOVER_AFTER,
-    LABEL_COMMENTS,
-    Batch,
-    Labels,
-    MergeReport,
-    find_pending,
-    labels_of,
-    merge_pending,
-    read_merged,
-    read_parts,
-    refresh_due,
-)
-from .cleaning import CleanRule, clean
-from .deletion import delete_app, has_data, mark_deleted, needs_cleanup
-from .events import DELETED, UPLOADED, Event, EventError, EventSink, merged_event
-from .generations import AppGeneration, Generation, read_app_generation, read_generation
-from .layout import (
-    MERGED_NAME,
-    REJECTED,
-    STAGING,
-    app_of,
-    batch_key,
-    generation_key,
-    generation_of,
-    is_merged_key,
-    merged_key,
-    new_staging_key,
-    parts_key,
-    rejected_prefix,
-    staging_prefix,
-    time_of,
-    tombstone_key,
-    tombstone_prefix,
-    workload_of,
-)
-from .parts import BUCKETS, PartsPolicy, decode_parts, encode_parts, go_round, scale
-from .prefect_events import RESOURCE_PREFIX, PrefectEventSink, prefect_event
-from .reports import merge_failure_markdown, merge_markdown
-from .rules import PruneRule, apply_rules, compile_pattern, load_prune_config, parse_prune_config, read_rules
-from .staging import Clock, stage_upload
+from typing import TYPE_CHECKING
+
+from ..lazy import surface
+
+if TYPE_CHECKING:  # each name is imported from its module when first used (see profiling/lazy.py)
+    from .batches import (
+        DEFAULT_RECOVER_AFTER,
+        LABEL_COMMENTS,
+        Batch,
+        Labels,
+        MergeReport,
+        find_pending,
+        labels_of,
+        merge_pending,
+        read_merged,
+        read_parts,
+        refresh_due,
+    )
+    from .cleaning import CleanRule, clean
+    from .deletion import delete_app, has_data, mark_deleted, needs_cleanup
+    from .events import DELETED, UPLOADED, Event, EventError, EventSink, merged_event
+    from .generations import AppGeneration, Generation, read_app_generation, read_generation
+    from .layout import (
+        MERGED_NAME,
+        REJECTED,
+        STAGING,
+        app_of,
+        batch_key,
+        generation_key,
+        generation_of,
+        is_merged_key,
+        merged_key,
+        new_staging_key,
+        parts_key,
+        rejected_prefix,
+        staging_prefix,
+        time_of,
+        tombstone_key,
+        tombstone_prefix,
+        workload_of,
+    )
+    from .parts import BUCKETS, PartsPolicy, decode_parts, encode_parts, go_round, scale
+    from .prefect_events import RESOURCE_PREFIX, PrefectEventSink, prefect_event
+    from .reports import merge_failure_markdown, merge_markdown
+    from .rules import PruneRule, apply_rules, compile_pattern, load_prune_config, parse_prune_config, read_rules
+    from .staging import Clock, stage_upload
 
 __all__ = [
     "AppGeneration",
@@ -117,3 +122,5 @@ __all__ = [
     "tombstone_prefix",
     "workload_of",
 ]
+
+__getattr__ = surface(__name__, __file__)

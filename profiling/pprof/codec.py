@@ -7,7 +7,7 @@ match the sample types, ids must be non-zero and unique, samples and lines must
 point at known locations and functions, and concatenated profiles are refused.
 A location naming an unknown mapping loses the mapping, as upstream does.
 
-``validate.py`` checks an upload against the same rules without building the
+``precheck.py`` checks an upload against the same rules without building the
 tables. The rules it needs are stated once, here: it uses this module's wire-type
 checks (``check_wire_types``, ``packed_scalars``) and predicates
 (``indices_in_range``, ``ids_distinct``), and anything its quick check is unsure

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from ..errors import PgoUnusableError
-from .merge import compact
+from .merging import compact
 from .model import Function, Location, Profile, Sample, new_function, new_line, new_location, new_sample
 from .trim import pgo_value_index
 

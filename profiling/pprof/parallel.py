@@ -19,7 +19,7 @@ from typing import BinaryIO
 from ..errors import ProfileError
 from .codec import DEFAULT_MAX_DECOMPRESSED
 from .fileio import read_tables
-from .merge import Merger
+from .merging import Merger
 from .tables import ProfileTables
 
 MIN_FILES_PER_JOB = 4

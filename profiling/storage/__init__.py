@@ -2,31 +2,22 @@
 
 ``keys.py`` holds the key rules every store enforces; ``etags.py`` the content
 tags that downloads and the client agree on. ``S3Store`` is imported only when
-it is asked for, so a filesystem user never pays for importing boto3.
+it is asked for (as every name here), so a filesystem user never pays for importing boto3.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from .blobs import BlobInfo, BlobStore
-from .etags import content_etag, file_etag
-from .filestore import FileStore
-from .keys import MAX_KEY_BYTES, check_key, check_prefix
-from .stores import DEFAULT_BLOB_STORE, StoreLocation, StoreURLError, open_store, parse_store_url
+from ..lazy import surface
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # each name is imported from its module when first used (see profiling/lazy.py)
+    from .blobs import BlobInfo, BlobStore
+    from .etags import content_etag, file_etag
+    from .filestore import FileStore
     from .s3store import S3Store
-
-
-def __getattr__(name: str) -> Any:
-    # the S3 store imports boto3, which a filesystem user never needs
-    if name == 'S3Store':
-        from .s3store import S3Store
-
-        return S3Store
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
+    from .keys import MAX_KEY_BYTES, check_key, check_prefix
+    from .stores import DEFAULT_BLOB_STORE, StoreLocation, StoreURLError, open_store, parse_store_url
 
 __all__ = [
     "BlobInfo",
@@ -44,3 +35,5 @@ __all__ = [
     "open_store",
     "parse_store_url",
 ]
+
+__getattr__ = surface(__name__, __file__)
