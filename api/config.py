@@ -16,7 +16,7 @@ from profiling.pipeline import Clock
 from profiling.storage import DEFAULT_BLOB_STORE
 from profiling.units import parse_duration
 
-from .limits import Limits
+from .body import Limits
 from .targethealth import DEFAULT_EVERY
 
 EVENT_SINKS = ("prefect", "log")

@@ -59,9 +59,9 @@ from profiling.pipeline import (
 from profiling.pprof import DEFAULT_MAX_DECOMPRESSED, decode, encode, size_label, trim_for_pgo
 from profiling.storage import BlobInfo, BlobStore, content_etag
 
+from .body import Limits
 from .conditional import http_date, is_conditional, not_modified, rfc3339
 from .errors import ApiError, bad_request, not_found, unavailable
-from .limits import Limits
 from .messages import OCTET_STREAM, Request, Response, json_response
 from .routing import Route, Router
 from .targethealth import DEFAULT_EVERY, TargetHealth

@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING, BinaryIO
 from profiling.errors import AutopgoError, BlobStoreError
 
 from .auth import BearerAuth
+from .body import BodyReader
 from .config import ServerConfig, offset_clock
 from .connections import Connections
 from .errors import ApiError, api_error
 from .handlers import ProfileApi
-from .limits import BodyReader
 from .messages import Request, Response, json_response
 from .sinks import open_sink
 

@@ -49,7 +49,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run_up(args: argparse.Namespace) -> int:
     """Run ``autopgo up``: the Prefect server, the API and the flows on this machine until Ctrl-C or SIGTERM;
     0, or 1 if a child keeps dying and is given up on."""
-    from flows.embedded import run
+    from flows.supervisor import run
     from profiling.config import find_config
     from profiling.logs import configure_logging, parse_log_level
 

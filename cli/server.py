@@ -171,8 +171,8 @@ def run_server(args: argparse.Namespace) -> int:
     and serve the API until SIGTERM or SIGINT; 0."""
     import logging
 
+    from api.body import Limits
     from api.config import EventsConfig, ServerConfig, clock_offset_ns, default_workers
-    from api.limits import Limits
     from api.server import create_server, serve
     from profiling.config import load_config
     from profiling.errors import BlobStoreError, ConfigError

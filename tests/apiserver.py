@@ -25,8 +25,8 @@ from typing import Any
 
 from processes import terminate
 
+from api.body import Limits
 from api.handlers import ProfileApi
-from api.limits import Limits
 from api.server import ApiServer
 from profiling.pipeline import Event
 from profiling.storage import BlobStore

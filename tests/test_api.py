@@ -38,9 +38,9 @@ from apiserver import (
 from sample_profiles import cpu_profile, heap_profile
 
 from api import workers
+from api.body import Limits
 from api.config import EventsConfig
 from api.errors import ApiError, api_error
-from api.limits import Limits
 from api.sinks import LogEventSink, open_sink
 from profiling.errors import (
     BlobStoreError,

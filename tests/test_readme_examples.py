@@ -8,7 +8,7 @@ and ``--version``. Only the address is changed (``http://autopgo:8080`` and the 
 become a test server's, through ``AUTOPGO_API_URL`` when the example names none) and placeholders
 are filled in (``FILE``, a token written ``...``). The rest of an ``&&`` chain (``go build``,
 ``go tool pprof``) and the other commands are run by their own tests (test_go_toolchain,
-test_pprof_web, test_scrape_cli, test_embedded, test_deploy, test_distributed_*).
+test_pprof_web, test_scrape_cli, test_supervisor, test_deploy, test_distributed_*).
 """
 
 from __future__ import annotations

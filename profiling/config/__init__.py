@@ -23,7 +23,18 @@ if TYPE_CHECKING:  # each name is imported from its module when first used (see 
         parse_config,
         parse_duration,
     )
-    from .settings import API_URL, CONFIG, CONFIG_ENV, TOKEN_ENV, URL_ENV, Chosen, Setting, client_token, resolve, switch
+    from .settings import (
+        API_URL,
+        CONFIG,
+        CONFIG_ENV,
+        TOKEN_ENV,
+        URL_ENV,
+        Chosen,
+        Setting,
+        client_token,
+        resolve,
+        switch,
+    )
 
 __all__ = [
     "API_URL",

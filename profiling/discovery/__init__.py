@@ -34,7 +34,14 @@ if TYPE_CHECKING:  # each name is imported from its module when first used (see 
     from .consul import ConsulTargetSource
     from .kubernetes import KubernetesTargetSource
     from .nomad import NomadTargetSource
-    from .options import DEFAULT_DISCOVERY_TIMEOUT, ClientTLS, ConsulTargets, KubernetesTargets, NomadTargets, TargetsConfig
+    from .options import (
+        DEFAULT_DISCOVERY_TIMEOUT,
+        ClientTLS,
+        ConsulTargets,
+        KubernetesTargets,
+        NomadTargets,
+        TargetsConfig,
+    )
     from .schedule import EPOCH, Due, due_in, next_due, phase, tick_for, tick_start
     from .scraping import (
         DEFAULT_FETCH_LIMIT,
@@ -48,7 +55,15 @@ if TYPE_CHECKING:  # each name is imported from its module when first used (see 
         scrape_async,
     )
     from .sources import SourceCache
-    from .targets import DEFAULT_PATH, FileTargets, StaticTargets, Target, TargetSource, parse_target_list, read_target_list
+    from .targets import (
+        DEFAULT_PATH,
+        FileTargets,
+        StaticTargets,
+        Target,
+        TargetSource,
+        parse_target_list,
+        read_target_list,
+    )
     from .tls import TLSSettings
 
 __all__ = [

@@ -33,11 +33,11 @@ if TYPE_CHECKING:  # each name is imported from its module when first used (see 
     from .model import Function, Labels, Line, Location, Mapping, Profile, Sample, ValueType
     from .noinline import BUILTIN_NEVER_INLINE, NOINLINE_SUFFIX, guard_never_inline
     from .parallel import merge_files
+    from .precheck import certainly_valid, validate
     from .pruning import prune, simplify_name
     from .summary import summarize
     from .tables import Header, ProfileTables, from_profile, to_profile
     from .trim import check_pgo_usable, pgo_edges, pgo_value_index, trim_for_pgo
-    from .precheck import certainly_valid, validate
 
 __all__ = [
     "BUILTIN_NEVER_INLINE",

@@ -15,8 +15,8 @@ if TYPE_CHECKING:  # each name is imported from its module when first used (see 
     from .blobs import BlobInfo, BlobStore
     from .etags import content_etag, file_etag
     from .filestore import FileStore
-    from .s3store import S3Store
     from .keys import MAX_KEY_BYTES, check_key, check_prefix
+    from .s3store import S3Store
     from .stores import DEFAULT_BLOB_STORE, StoreLocation, StoreURLError, open_store, parse_store_url
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""Size limits, and reading a request body within them.
+"""The request body: its size limits, and reading it within them.
 
 A body comes with ``Content-Length`` or ``Transfer-Encoding: chunked``; the
 same limit holds for both. A declared length over the limit is refused (413)

@@ -1,4 +1,4 @@
-"""The embedded pipeline on one machine: `autopgo up`.
+"""The embedded pipeline on one machine, `autopgo up`: starting its processes and supervising them.
 
 Starts, in this order, a local Prefect server (SQLite under the data folder,
 127.0.0.1, analytics off), the upload/download API, and a process serving

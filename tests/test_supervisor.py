@@ -12,9 +12,9 @@ import threading
 from pathlib import Path
 
 import pytest
-
-from flows.embedded import Child, RestartPolicy, Run, Supervisor, describe_exit
 from processes import BIN, free_port, healthy, processes_using, stop_group, wait_for
+
+from flows.supervisor import Child, RestartPolicy, Run, Supervisor, describe_exit
 
 POLICY = RestartPolicy(first_delay=1, max_delay=30, stable_after=60, max_deaths=5, window=300)
 
@@ -65,7 +65,7 @@ def test_describe_exit() -> None:
 
 def test_a_child_that_keeps_dying_stops_everything(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Small real processes: one exits soon after each start; the other, with a child of its own, runs on."""
-    caplog.set_level(logging.INFO, logger="flows.embedded")
+    caplog.set_level(logging.INFO, logger="flows.supervisor")
     env = {**os.environ, "AUTOPGO_TEST_MARKER": str(tmp_path)}
     flaky = Child("flaky", ["sh", "-c", "sleep 0.2; exit 3"], env)
     steady = Child("steady", ["sh", "-c", "sleep 300 & sleep 300 & wait"], env)
