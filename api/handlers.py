@@ -138,12 +138,9 @@ class ProfileApi:
                 raise bad_request(str(exc)) from None
         body = request.read_body()
         self.checker.check(body)
-        key = self._stage(app, stored_form(body), workload)
+        key = stage_upload(self.store, app, stored_form(body), clock=self.clock, workload=workload)
         self._announce(Event(UPLOADED, app, key))
         return json_response(HTTPStatus.CREATED, {"key": key})
-
-    def _stage(self, app: str, data: bytes, workload: str = "") -> str:
-        return stage_upload(self.store, app, data, clock=self.clock, workload=workload)
 
     def _announce(self, event: Event) -> None:
         """Emit ``event`` for what is already durable; if it is lost, the periodic sweep does its work."""

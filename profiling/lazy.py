@@ -17,12 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["surface"]
+__all__ = ["declared_homes", "surface"]
 
 
 def surface(package: str, init_file: str) -> Callable[[str], Any]:
     """The module ``__getattr__`` of ``package``: a declared name is imported from its module on first use."""
-    homes = _declared_homes(Path(init_file))
+    homes = declared_homes(Path(init_file))
 
     def __getattr__(name: str) -> Any:
         home = homes.get(name)
@@ -35,7 +35,7 @@ def surface(package: str, init_file: str) -> Callable[[str], Any]:
     return __getattr__
 
 
-def _declared_homes(init_file: Path) -> dict[str, str]:
+def declared_homes(init_file: Path) -> dict[str, str]:
     """Each name the ``if TYPE_CHECKING:`` imports of ``init_file`` declare, with its (relative) module."""
     homes: dict[str, str] = {}
     for node in ast.parse(init_file.read_text(encoding="utf-8")).body:

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from profiling.lazy import declared_homes
+
 ROOT = Path(__file__).resolve().parent.parent
 OURS = ("profiling", "api", "flows", "cli")
 SUBPACKAGES = ("pprof", "storage", "pipeline", "discovery", "config")
@@ -172,12 +174,12 @@ def test_every_declared_name_has_one_home_and_nothing_else_is_imported_at_once()
     ``profiling.lazy``; the package runs no other import of its own when it is imported."""
     for name in SUBPACKAGES:
         path = ROOT / "profiling" / name / "__init__.py"
-        homes, eager = set(), []
-        for node in tree(path).body:
-            if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
-                homes |= {a.asname or a.name for s in node.body if isinstance(s, ast.ImportFrom) for a in s.names}
-            elif isinstance(node, ast.ImportFrom) and node.module not in ("__future__", "typing", "lazy"):
-                eager.append(node.module)
+        homes = set(declared_homes(path))
+        eager = [
+            node.module
+            for node in tree(path).body
+            if isinstance(node, ast.ImportFrom) and node.module not in ("__future__", "typing", "lazy")
+        ]
         assert homes == set(declared(f"profiling.{name}") or []), f"profiling.{name}: __all__ and its imports differ"
         assert not eager, f"profiling.{name} imports {eager} when imported"
 
@@ -202,13 +204,12 @@ def test_outside_a_subpackage_only_its_declared_names_are_used() -> None:
                 continue
             if imp.plain and path.is_relative_to(ROOT / "tests"):
                 continue  # a test patching a module's global needs the module itself
-            if target == home or (imp.name and target == f"{imp.module}.{imp.name}" and imp.module == home):
-                surface = declared(home) or []
-                name = target.rsplit(".", 1)[1] if target != home else imp.name
-                if name is not None and name not in surface and target == home:
-                    found.append(f"{imp.where}: {name} is not in {home}.__all__")
-                elif target != home:
-                    found.append(f"{imp.where}: {target} is a module of {home}, not part of its surface")
+            if target == home:
+                if imp.name not in (declared(home) or []):
+                    found.append(f"{imp.where}: {imp.name} is not in {home}.__all__")
+                continue
+            if imp.module == home:
+                found.append(f"{imp.where}: {target} is a module of {home}, not part of its surface")
                 continue
             package_file = file_of(imp.module)
             if package_file is not None and is_package(package_file) and imp.name in (declared(imp.module) or []):
